@@ -1,0 +1,78 @@
+package dcr
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	"github.com/caddy-dcr/caddy-dcr/clientdb"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// stores holds one boltStore per absolute database path, shared by every
+// handler instance that names that path. During a config reload the old and
+// the new instance both serve requests for a while; sharing one writer lets
+// their registrations commit in the same groups.
+var stores = caddy.NewUsagePool()
+
+// boltStore is the client store as the handler uses it: a bbolt file
+// written through clientdb's group-commit writer, which holds no file open
+// between commits so that other processes can read the file.
+type boltStore struct {
+	writer *clientdb.Writer
+}
+
+// acquireStore returns the shared store for the database at path; every
+// successful call must be paired with releaseStore.
+func acquireStore(path string) (*boltStore, string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("resolving store path %q: %w", path, err)
+	}
+	v, _, err := stores.LoadOrNew(abs, func() (caddy.Destructor, error) {
+		w, err := clientdb.NewWriter(abs)
+		if err != nil {
+			return nil, err
+		}
+		return &boltStore{writer: w}, nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return v.(*boltStore), abs, nil
+}
+
+// releaseStore gives up one use of the store at the absolute path key.
+func releaseStore(key string) error {
+	_, err := stores.Delete(key)
+	return err
+}
+
+// Destruct implements caddy.Destructor. The writer holds no resources while
+// idle and stays usable, so requests that an old config instance still
+// serves after its Cleanup complete normally.
+func (s *boltStore) Destruct() error {
+	return nil
+}
+
+// Create stores a new client and returns once it is durable.
+func (s *boltStore) Create(ctx context.Context, c *clientdb.Client) error {
+	return s.writer.Update(ctx, func(tx *clientdb.Tx) error {
+		return tx.Create(c)
+	})
+}
+
+// Client returns the stored client with the given ID.
+func (s *boltStore) Client(id string) (*clientdb.Client, error) {
+	var c *clientdb.Client
+	err := s.writer.View(func(tx *clientdb.Tx) error {
+		var err error
+		c, err = tx.Client(id)
+		return err
+	})
+	return c, err
+}
+
+// Interface guards
+var _ caddy.Destructor = (*boltStore)(nil)

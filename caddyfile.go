@@ -1,0 +1,157 @@
+package dcr
+
+import (
+	"github.com/dustin/go-humanize"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("dcr", parseCaddyfile)
+
+	// Registration must be answered before routing directives hand the
+	// request to reverse_proxy. Users who want another place use the
+	// global "order" option or a route block.
+	httpcaddyfile.RegisterDirectiveOrder("dcr", httpcaddyfile.Before, "invoke")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	var d Handler
+	err := d.UnmarshalCaddyfile(h.Dispenser)
+	return &d, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	dcr {
+//		endpoint         <path>
+//		store            <file>
+//		grant_types      <type...>
+//		auth_methods     <method...>
+//		scopes           <scope...>
+//		default_scope    <scope...>
+//		require_https    on|off
+//		redirect_schemes <scheme...>
+//		secret_lifetime  <duration>
+//		max_body         <size>
+//	}
+//
+// Every subdirective is optional and may appear once.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+
+	seen := make(map[string]bool)
+	for d.NextBlock(0) {
+		name := d.Val()
+		if seen[name] {
+			return d.Errf("subdirective %s given more than once", name)
+		}
+		seen[name] = true
+
+		var err error
+		switch name {
+		case "endpoint":
+			h.Endpoint, err = oneArg(d)
+		case "store":
+			h.Store, err = oneArg(d)
+		case "grant_types":
+			h.GrantTypes, err = someArgs(d)
+		case "auth_methods":
+			h.AuthMethods, err = someArgs(d)
+		case "scopes":
+			h.Scopes, err = someArgs(d)
+		case "default_scope":
+			h.DefaultScope, err = someArgs(d)
+		case "require_https":
+			h.RequireHTTPS, err = onOff(d, name)
+		case "redirect_schemes":
+			h.RedirectSchemes, err = someArgs(d)
+		case "secret_lifetime":
+			err = h.parseSecretLifetime(d)
+		case "max_body":
+			err = h.parseMaxBody(d)
+		default:
+			return d.Errf("unknown subdirective %s", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Handler) parseSecretLifetime(d *caddyfile.Dispenser) error {
+	v, err := oneArg(d)
+	if err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil {
+		return d.Errf("secret_lifetime %q: %v", v, err)
+	}
+	if dur < 0 {
+		return d.Errf("secret_lifetime %q: must not be negative", v)
+	}
+	h.SecretLifetime = caddy.Duration(dur)
+	return nil
+}
+
+func (h *Handler) parseMaxBody(d *caddyfile.Dispenser) error {
+	v, err := oneArg(d)
+	if err != nil {
+		return err
+	}
+	size, err := humanize.ParseBytes(v)
+	if err != nil {
+		return d.Errf("max_body %q: %v", v, err)
+	}
+	if size == 0 || size > maxMaxBody {
+		return d.Errf("max_body %q: must be between 1 byte and 1MiB", v)
+	}
+	h.MaxBody = int64(size)
+	return nil
+}
+
+// oneArg returns the single argument of the current subdirective.
+func oneArg(d *caddyfile.Dispenser) (string, error) {
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return "", d.ArgErr()
+	}
+	return args[0], nil
+}
+
+// someArgs returns the one or more arguments of the current subdirective.
+func someArgs(d *caddyfile.Dispenser) ([]string, error) {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return nil, d.ArgErr()
+	}
+	return args, nil
+}
+
+// onOff parses the single on|off argument of the current subdirective.
+func onOff(d *caddyfile.Dispenser, name string) (*bool, error) {
+	v, err := oneArg(d)
+	if err != nil {
+		return nil, err
+	}
+	var b bool
+	switch v {
+	case "on":
+		b = true
+	case "off":
+	default:
+		return nil, d.Errf("%s: expected on or off, got %q", name, v)
+	}
+	return &b, nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,187 @@
+package clientdb
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Client is one registered client as stored in the "clients" bucket.
+type Client struct {
+	// ID is the client identifier issued at registration.
+	ID string `json:"client_id"`
+
+	// IssuedAt is when the client was registered, in seconds since the
+	// Unix epoch.
+	IssuedAt int64 `json:"client_id_issued_at"`
+
+	// SecretHash is the hash of the client secret as made by
+	// [HashSecret], or empty for clients that were issued no secret.
+	SecretHash string `json:"client_secret_hash,omitempty"`
+
+	// SecretExpiresAt is when the secret expires, in seconds since the
+	// Unix epoch, or 0 if it never does. It is 0 when there is no secret.
+	SecretExpiresAt int64 `json:"client_secret_expires_at"`
+
+	// Metadata is the client metadata as registered, after the server
+	// applied its defaults.
+	Metadata Metadata `json:"metadata"`
+}
+
+// HasSecret reports whether the client was issued a secret.
+func (c *Client) HasSecret() bool {
+	return c.SecretHash != ""
+}
+
+// VerifySecret reports whether secret is the client's secret and has not
+// expired at now. The comparison takes constant time in the secret.
+func (c *Client) VerifySecret(secret string, now time.Time) bool {
+	if !c.HasSecret() {
+		return false
+	}
+	if c.SecretExpiresAt != 0 && now.Unix() >= c.SecretExpiresAt {
+		return false
+	}
+	return VerifySecret(c.SecretHash, secret)
+}
+
+// secretHashPrefix names the hash function in a stored secret hash.
+const secretHashPrefix = "sha256:"
+
+// HashSecret returns the stored form of a client secret: "sha256:" followed
+// by the unpadded base64url encoding of the SHA-256 digest of the secret.
+//
+// A fast hash is enough because secrets are 256-bit random values issued by
+// the server: there is no password to guess, so a slow hash would add cost
+// without adding protection.
+func HashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return secretHashPrefix + base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// VerifySecret reports whether secret matches hash, a value made by
+// [HashSecret]. It compares digests in constant time.
+func VerifySecret(hash, secret string) bool {
+	want, ok := strings.CutPrefix(hash, secretHashPrefix)
+	if !ok {
+		return false
+	}
+	wantSum, err := base64.RawURLEncoding.DecodeString(want)
+	if err != nil || len(wantSum) != sha256.Size {
+		return false
+	}
+	sum := sha256.Sum256([]byte(secret))
+	return subtle.ConstantTimeCompare(sum[:], wantSum) == 1
+}
+
+// Metadata is the client metadata of RFC 7591 section 2 that the server
+// keeps. Its JSON form uses the RFC's member names.
+type Metadata struct {
+	// RedirectURIs are the registered redirection URIs.
+	RedirectURIs []string `json:"redirect_uris,omitempty"`
+
+	// TokenEndpointAuthMethod is how the client authenticates at the
+	// token endpoint, for example "client_secret_basic" or "none".
+	TokenEndpointAuthMethod string `json:"token_endpoint_auth_method"`
+
+	// GrantTypes are the grant types the client may use.
+	GrantTypes []string `json:"grant_types"`
+
+	// ResponseTypes are the response types the client may use at the
+	// authorization endpoint. It is empty, not absent, for clients
+	// without a redirect-based grant.
+	ResponseTypes []string `json:"response_types"`
+
+	// ClientName is the name shown to the end user.
+	ClientName string `json:"client_name,omitempty"`
+
+	// ClientURI is the client's home page.
+	ClientURI string `json:"client_uri,omitempty"`
+
+	// LogoURI is the client's logo.
+	LogoURI string `json:"logo_uri,omitempty"`
+
+	// Scope is the space-separated list of scopes the client may request.
+	Scope string `json:"scope,omitempty"`
+
+	// Contacts are the addresses of people responsible for the client.
+	Contacts []string `json:"contacts,omitempty"`
+
+	// TOSURI is the client's terms of service.
+	TOSURI string `json:"tos_uri,omitempty"`
+
+	// PolicyURI is the client's privacy policy.
+	PolicyURI string `json:"policy_uri,omitempty"`
+
+	// JWKSURI is where the client publishes its public keys.
+	JWKSURI string `json:"jwks_uri,omitempty"`
+
+	// JWKS is the client's public key set, by value.
+	JWKS json.RawMessage `json:"jwks,omitempty"`
+
+	// SoftwareID identifies the client software.
+	SoftwareID string `json:"software_id,omitempty"`
+
+	// SoftwareVersion is the version of the client software.
+	SoftwareVersion string `json:"software_version,omitempty"`
+
+	// Localized holds the language-tagged variants of the human-readable
+	// members, keyed by their full member name such as
+	// "client_name#ja-Jpan-JP". In JSON they are top-level members.
+	Localized map[string]string `json:"-"`
+}
+
+// metadataFields is Metadata without its methods, so that the JSON
+// functions below can use the default encoding for the fixed members.
+type metadataFields Metadata
+
+// MarshalJSON encodes the metadata with the language-tagged variants as
+// top-level members.
+func (m Metadata) MarshalJSON() ([]byte, error) {
+	fixed, err := json.Marshal(metadataFields(m))
+	if err != nil || len(m.Localized) == 0 {
+		return fixed, err
+	}
+	extra, err := json.Marshal(m.Localized)
+	if err != nil {
+		return nil, err
+	}
+
+	// Both are non-empty JSON objects: join them into one.
+	out := make([]byte, 0, len(fixed)+len(extra))
+	out = append(out, fixed[:len(fixed)-1]...)
+	out = append(out, ',')
+	return append(out, extra[1:]...), nil
+}
+
+// UnmarshalJSON decodes the metadata, collecting members whose name has a
+// language tag ("name#tag") into Localized.
+func (m *Metadata) UnmarshalJSON(data []byte) error {
+	var fixed metadataFields
+	if err := json.Unmarshal(data, &fixed); err != nil {
+		return err
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(data, &all); err != nil {
+		return err
+	}
+	for name, raw := range all {
+		if !strings.Contains(name, "#") {
+			continue
+		}
+		var v string
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return fmt.Errorf("decoding %q: %w", name, err)
+		}
+		if fixed.Localized == nil {
+			fixed.Localized = make(map[string]string)
+		}
+		fixed.Localized[name] = v
+	}
+	*m = Metadata(fixed)
+	return nil
+}

@@ -1,0 +1,34 @@
+// Package clientdb holds the on-disk schema of the caddy-dcr client store and
+// the locking protocol that lets other processes read it while Caddy writes.
+//
+// The store is a bbolt file. bbolt takes a lock on the whole file for as long
+// as a database is open, so no process keeps it open between operations.
+// Every process instead follows this protocol, built on flock(2) and two
+// small lock files beside the database:
+//
+//   - A reader takes an exclusive lock on "<file>.gate" and releases it at
+//     once, then takes a shared lock on "<file>.lock", opens the database
+//     read-only, reads, closes it and releases the shared lock.
+//   - The writer takes an exclusive lock on "<file>.gate", then an exclusive
+//     lock on "<file>.lock", releases the gate, opens the database
+//     read-write, commits one transaction with fsync, closes it and releases
+//     the lock.
+//
+// The gate keeps a stream of readers from starving the writer: once the
+// writer holds the gate, new readers queue behind it while the readers
+// already inside finish. Both locks are taken blocking, so waiting costs no
+// polling delay.
+//
+// The writer commits many changes in one transaction (group commit): changes
+// that arrive while a commit is running are applied together by the next
+// one. A change is acknowledged only after its transaction is on disk and the
+// database is closed, so any reader that starts afterwards sees it.
+//
+// # Schema
+//
+// Bucket "clients" maps a client ID (UTF-8 bytes) to the JSON encoding of a
+// [Client]. Bucket "meta" holds key "schema_version", currently "1".
+// Readers in other languages follow the same protocol with their own bbolt
+// library and JSON decoder; the README of the repository documents every
+// member.
+package clientdb

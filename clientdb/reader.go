@@ -1,0 +1,87 @@
+package clientdb
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Reader reads the store from any process while Caddy writes to it. It
+// follows the locking protocol described in the package documentation and
+// holds no lock between calls. A Reader is safe for concurrent use; each
+// call takes its own lock.
+type Reader struct {
+	path  string
+	locks *locks
+}
+
+// OpenReader returns a Reader for the database at path. The lock files must
+// exist (the writer creates them) or be creatable by this process.
+func OpenReader(path string) (*Reader, error) {
+	l, err := openLocks(path, false)
+	if errors.Is(err, fs.ErrNotExist) {
+		l, err = openLocks(path, true)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	return &Reader{path: path, locks: l}, nil
+}
+
+// View runs fn in a read-only transaction. While fn runs, the writer waits,
+// so fn should be short. If the database file does not exist yet, fn sees
+// an empty store.
+func (r *Reader) View(fn func(*Tx) error) error {
+	if err := r.locks.shared(); err != nil {
+		return err
+	}
+	defer r.locks.unlock()
+
+	db, err := bolt.Open(r.path, 0, &bolt.Options{
+		ReadOnly: true,
+		Timeout:  boltTimeout,
+	})
+	if errors.Is(err, fs.ErrNotExist) {
+		return fn(&Tx{})
+	}
+	if err != nil {
+		return fmt.Errorf("opening store %s: %w", r.path, err)
+	}
+	defer db.Close()
+
+	return db.View(func(tx *bolt.Tx) error {
+		if err := checkSchema(tx); err != nil {
+			return err
+		}
+		return fn(&Tx{tx: tx})
+	})
+}
+
+// Lookup returns the client with the given ID, or [ErrNotFound].
+func (r *Reader) Lookup(id string) (*Client, error) {
+	var c *Client
+	err := r.View(func(tx *Tx) error {
+		var err error
+		c, err = tx.Client(id)
+		return err
+	})
+	return c, err
+}
+
+// VerifySecret looks up a client and reports whether secret is its current,
+// unexpired secret. It returns [ErrNotFound] for an unknown client.
+func (r *Reader) VerifySecret(id, secret string, now time.Time) (bool, error) {
+	c, err := r.Lookup(id)
+	if err != nil {
+		return false, err
+	}
+	return c.VerifySecret(secret, now), nil
+}
+
+// Close releases the lock files.
+func (r *Reader) Close() error {
+	return r.locks.close()
+}

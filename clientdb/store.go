@@ -1,0 +1,157 @@
+package clientdb
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bucket and key names of the schema.
+var (
+	clientsBucket = []byte("clients")
+	metaBucket    = []byte("meta")
+	schemaKey     = []byte("schema_version")
+)
+
+// SchemaVersion is the version of the schema this package reads and writes,
+// stored under "schema_version" in the "meta" bucket.
+const SchemaVersion = "1"
+
+// dbMode is the permission of a database file this package creates.
+const dbMode = 0o644
+
+// boltTimeout bounds the wait for bbolt's own file lock. Every process that
+// follows the protocol already holds the right lock by then, so waiting
+// means a process is using the file without the protocol.
+const boltTimeout = 5 * time.Second
+
+// Sentinel errors.
+var (
+	// ErrNotFound is returned when no client has the requested ID.
+	ErrNotFound = errors.New("client not found")
+
+	// ErrExists is returned by [Tx.Create] when a client with the same ID
+	// is already stored.
+	ErrExists = errors.New("client already exists")
+
+	// ErrSchema is returned when the database was written with a schema
+	// version this package does not know.
+	ErrSchema = errors.New("unsupported schema version")
+)
+
+// Tx is a read or read-write transaction on an open store.
+type Tx struct {
+	tx *bolt.Tx
+}
+
+// clients returns the clients bucket, or nil in an empty store.
+func (t *Tx) clients() *bolt.Bucket {
+	if t.tx == nil {
+		return nil
+	}
+	return t.tx.Bucket(clientsBucket)
+}
+
+// Client returns the client with the given ID, or [ErrNotFound].
+func (t *Tx) Client(id string) (*Client, error) {
+	b := t.clients()
+	if b == nil {
+		return nil, ErrNotFound
+	}
+	v := b.Get([]byte(id))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	var c Client
+	if err := json.Unmarshal(v, &c); err != nil {
+		return nil, fmt.Errorf("decoding client %q: %w", id, err)
+	}
+	return &c, nil
+}
+
+// ForEach calls fn for every stored client in the order of their IDs,
+// stopping at the first error fn returns.
+func (t *Tx) ForEach(fn func(*Client) error) error {
+	b := t.clients()
+	if b == nil {
+		return nil
+	}
+	return b.ForEach(func(k, v []byte) error {
+		var c Client
+		if err := json.Unmarshal(v, &c); err != nil {
+			return fmt.Errorf("decoding client %q: %w", k, err)
+		}
+		return fn(&c)
+	})
+}
+
+// Count returns the number of stored clients.
+func (t *Tx) Count() int {
+	b := t.clients()
+	if b == nil {
+		return 0
+	}
+	return b.Stats().KeyN
+}
+
+// Create stores a new client, or returns [ErrExists] if its ID is taken.
+// It fails on a read-only transaction.
+func (t *Tx) Create(c *Client) error {
+	b := t.clients()
+	if b.Get([]byte(c.ID)) != nil {
+		return ErrExists
+	}
+	return t.put(b, c)
+}
+
+// Put stores a client, replacing any client with the same ID. It fails on
+// a read-only transaction.
+func (t *Tx) Put(c *Client) error {
+	return t.put(t.clients(), c)
+}
+
+func (t *Tx) put(b *bolt.Bucket, c *Client) error {
+	v, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("encoding client %q: %w", c.ID, err)
+	}
+	if err := b.Put([]byte(c.ID), v); err != nil {
+		return fmt.Errorf("storing client %q: %w", c.ID, err)
+	}
+	return nil
+}
+
+// checkSchema verifies the schema version of a database that has one.
+func checkSchema(tx *bolt.Tx) error {
+	meta := tx.Bucket(metaBucket)
+	if meta == nil {
+		return nil
+	}
+	if v := meta.Get(schemaKey); v != nil && string(v) != SchemaVersion {
+		return fmt.Errorf("%w: %q", ErrSchema, v)
+	}
+	return nil
+}
+
+// initSchema creates the buckets and the version key if they are missing.
+func initSchema(tx *bolt.Tx) error {
+	if err := checkSchema(tx); err != nil {
+		return err
+	}
+	meta, err := tx.CreateBucketIfNotExists(metaBucket)
+	if err != nil {
+		return fmt.Errorf("creating bucket %q: %w", metaBucket, err)
+	}
+	if meta.Get(schemaKey) == nil {
+		if err := meta.Put(schemaKey, []byte(SchemaVersion)); err != nil {
+			return fmt.Errorf("storing schema version: %w", err)
+		}
+	}
+	if _, err := tx.CreateBucketIfNotExists(clientsBucket); err != nil {
+		return fmt.Errorf("creating bucket %q: %w", clientsBucket, err)
+	}
+	return nil
+}

@@ -1,0 +1,191 @@
+package clientdb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Writer applies changes to the store with group commit, following the
+// locking protocol described in the package documentation. It keeps the
+// database closed between commits so that readers can open it.
+//
+// A Writer holds no file open while idle, so it needs no closing, and it
+// stays usable for as long as anyone holds it. Only one Writer per database
+// file should exist in a process; more are correct (the locks serialise
+// them) but commit in smaller groups.
+type Writer struct {
+	path string
+
+	mu      sync.Mutex
+	queue   []*change
+	running bool
+}
+
+// change is one caller's function waiting to be committed.
+type change struct {
+	fn   func(*Tx) error
+	err  error
+	done chan struct{}
+}
+
+// NewWriter returns a Writer for the database at path, creating its
+// directory and lock files so that readers can start at once. It does not
+// open the database, so it never waits for another process.
+func NewWriter(path string) (*Writer, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating store directory: %w", err)
+	}
+	l, err := openLocks(path, true)
+	if err != nil {
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	if err := l.close(); err != nil {
+		return nil, fmt.Errorf("closing lock files of %s: %w", path, err)
+	}
+	return &Writer{path: path}, nil
+}
+
+// Path returns the database file's path.
+func (w *Writer) Path() string {
+	return w.path
+}
+
+// Update runs fn in a read-write transaction and returns once that
+// transaction is durable on disk, or returns fn's error, in which case
+// nothing fn did is kept. fn may run more than once and together with other
+// callers' functions in one transaction, so it must only act on the
+// transaction it is given.
+//
+// If ctx ends first, Update returns ctx's error; the change may still be
+// committed later.
+func (w *Writer) Update(ctx context.Context, fn func(*Tx) error) error {
+	c := &change{fn: fn, done: make(chan struct{})}
+
+	w.mu.Lock()
+	w.queue = append(w.queue, c)
+	if !w.running {
+		w.running = true
+		go w.run()
+	}
+	w.mu.Unlock()
+
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// View runs fn in a read-only transaction, as a [Reader] would.
+func (w *Writer) View(fn func(*Tx) error) error {
+	r, err := OpenReader(w.path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return r.View(fn)
+}
+
+// run commits queued changes until the queue is empty. Changes that arrive
+// during a commit form the next group, so the group size follows the load
+// without any delay timer.
+func (w *Writer) run() {
+	for {
+		w.mu.Lock()
+		group := w.queue
+		w.queue = nil
+		if len(group) == 0 {
+			w.running = false
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+
+		w.commitGroup(group)
+	}
+}
+
+// commitGroup commits a group of changes. When one change fails, the
+// transaction is rolled back, that change gets its error and the rest are
+// committed again without it.
+func (w *Writer) commitGroup(group []*change) {
+	for len(group) > 0 {
+		failed, err := w.commit(group)
+		switch {
+		case failed >= 0:
+			group[failed].err = err
+			close(group[failed].done)
+			group = append(group[:failed:failed], group[failed+1:]...)
+		case err != nil:
+			for _, c := range group {
+				c.err = err
+				close(c.done)
+			}
+			return
+		default:
+			for _, c := range group {
+				close(c.done)
+			}
+			return
+		}
+	}
+}
+
+// errChange marks the change that made a transaction fail.
+var errChange = errors.New("change failed")
+
+// commit applies the group in one transaction. It returns the index of a
+// change that failed with that change's error, or -1 and an error of the
+// store itself.
+func (w *Writer) commit(group []*change) (int, error) {
+	// The lock files are opened per commit so that an idle Writer holds
+	// nothing; two opens cost little next to the fsync.
+	l, err := openLocks(w.path, true)
+	if err != nil {
+		return -1, fmt.Errorf("opening store %s: %w", w.path, err)
+	}
+	defer l.close()
+	if err := l.exclusive(); err != nil {
+		return -1, err
+	}
+	defer l.unlock()
+
+	db, err := bolt.Open(w.path, dbMode, &bolt.Options{Timeout: boltTimeout})
+	if err != nil {
+		return -1, fmt.Errorf("opening store %s: %w", w.path, err)
+	}
+
+	failed := -1
+	var changeErr error
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := initSchema(tx); err != nil {
+			return err
+		}
+		t := &Tx{tx: tx}
+		for i, c := range group {
+			if err := c.fn(t); err != nil {
+				failed, changeErr = i, err
+				return errChange
+			}
+		}
+		return nil
+	})
+	if cerr := db.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("closing store %s: %w", w.path, cerr)
+	}
+
+	if failed >= 0 {
+		return failed, changeErr
+	}
+	if err != nil {
+		return -1, fmt.Errorf("committing to store %s: %w", w.path, err)
+	}
+	return -1, nil
+}

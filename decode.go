@@ -1,0 +1,219 @@
+package dcr
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/caddy-dcr/caddy-dcr/clientdb"
+)
+
+// decodeMetadata parses the body of a registration request (RFC 7591
+// section 3.1): one JSON object whose known members must have the types of
+// section 2. Unknown members are dropped. A member given as null counts as
+// absent. A list member that is present is returned non-nil even when
+// empty, so that the policy can tell "[]" from absence.
+//
+// It never keeps a client_id or client_secret from the request: those are
+// not metadata the client chooses.
+func decodeMetadata(body []byte) (*clientdb.Metadata, *protoError) {
+	if !utf8.Valid(body) {
+		return nil, metadataError("json_utf8", "request body is not valid UTF-8")
+	}
+	members, err := splitObject(body)
+	if err != nil {
+		return nil, err
+	}
+
+	m := &clientdb.Metadata{}
+	for _, mem := range members {
+		if err := decodeMember(m, mem.name, mem.value); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+type member struct {
+	name  string
+	value json.RawMessage
+}
+
+// splitObject returns the members of the JSON object in body, in order. It
+// refuses anything else, trailing data and repeated member names: a name
+// given twice would mean different things to different parsers.
+func splitObject(body []byte) ([]member, *protoError) {
+	notJSON := metadataError("json_syntax", "request body is not valid JSON")
+
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, notJSON
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, metadataError("json_object", "request body must be a JSON object")
+	}
+
+	var members []member
+	seen := make(map[string]bool)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, notJSON
+		}
+		name, ok := tok.(string)
+		if !ok {
+			return nil, notJSON
+		}
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return nil, notJSON
+		}
+		if seen[name] {
+			return nil, metadataError("json_duplicate", fmt.Sprintf(
+				"member %q appears more than once", truncate(name)))
+		}
+		seen[name] = true
+		members = append(members, member{name: name, value: value})
+	}
+	if _, err := dec.Token(); err != nil {
+		return nil, notJSON
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, notJSON
+	}
+	return members, nil
+}
+
+// decodeMember stores one member of the request in m.
+func decodeMember(m *clientdb.Metadata, name string, raw json.RawMessage) *protoError {
+	raw = bytes.TrimSpace(raw)
+	var err *protoError
+	switch name {
+	case "redirect_uris":
+		m.RedirectURIs, err = decodeList(name, raw)
+	case "grant_types":
+		m.GrantTypes, err = decodeList(name, raw)
+	case "response_types":
+		m.ResponseTypes, err = decodeList(name, raw)
+	case "contacts":
+		m.Contacts, err = decodeList(name, raw)
+	case "token_endpoint_auth_method":
+		m.TokenEndpointAuthMethod, err = decodeString(name, raw)
+	case "client_name":
+		m.ClientName, err = decodeString(name, raw)
+	case "client_uri":
+		m.ClientURI, err = decodeString(name, raw)
+	case "logo_uri":
+		m.LogoURI, err = decodeString(name, raw)
+	case "scope":
+		m.Scope, err = decodeString(name, raw)
+	case "tos_uri":
+		m.TOSURI, err = decodeString(name, raw)
+	case "policy_uri":
+		m.PolicyURI, err = decodeString(name, raw)
+	case "jwks_uri":
+		m.JWKSURI, err = decodeString(name, raw)
+	case "software_id":
+		m.SoftwareID, err = decodeString(name, raw)
+	case "software_version":
+		m.SoftwareVersion, err = decodeString(name, raw)
+	case "jwks":
+		m.JWKS, err = decodeObject(name, raw)
+	default:
+		base, tag, ok := strings.Cut(name, "#")
+		if _, known := localizable[base]; !ok || !known {
+			return nil
+		}
+		if !validLanguageTag(tag) {
+			return metadataError("language_tag", fmt.Sprintf(
+				"member %q has an invalid language tag", truncate(name)))
+		}
+		var v string
+		if v, err = decodeString(name, raw); err == nil && v != "" {
+			if m.Localized == nil {
+				m.Localized = make(map[string]string)
+			}
+			m.Localized[name] = v
+		}
+	}
+	return err
+}
+
+func isNull(raw json.RawMessage) bool {
+	return string(raw) == "null"
+}
+
+func typeError(name, want string) *protoError {
+	return metadataError("json_type", fmt.Sprintf("%s must be %s", name, want))
+}
+
+func decodeString(name string, raw json.RawMessage) (string, *protoError) {
+	if isNull(raw) {
+		return "", nil
+	}
+	var s string
+	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+		return "", typeError(name, "a string")
+	}
+	return s, nil
+}
+
+func decodeList(name string, raw json.RawMessage) ([]string, *protoError) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var items []json.RawMessage
+	if raw[0] != '[' || json.Unmarshal(raw, &items) != nil {
+		return nil, typeError(name, "an array of strings")
+	}
+	list := make([]string, 0, len(items))
+	for _, item := range items {
+		var s string
+		if item[0] != '"' || json.Unmarshal(item, &s) != nil {
+			return nil, typeError(name, "an array of strings")
+		}
+		list = append(list, s)
+	}
+	return list, nil
+}
+
+func decodeObject(name string, raw json.RawMessage) (json.RawMessage, *protoError) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	if raw[0] != '{' {
+		return nil, typeError(name, "a JSON object")
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, raw); err != nil {
+		return nil, typeError(name, "a JSON object")
+	}
+	return buf.Bytes(), nil
+}
+
+// validLanguageTag reports whether tag has the shape of a BCP 47 language
+// tag: alphanumeric subtags of one to eight characters joined by hyphens,
+// the first one alphabetic.
+func validLanguageTag(tag string) bool {
+	if tag == "" || len(tag) > maxTagLength {
+		return false
+	}
+	for i, sub := range strings.Split(tag, "-") {
+		if len(sub) == 0 || len(sub) > 8 {
+			return false
+		}
+		for _, c := range sub {
+			alpha := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+			digit := c >= '0' && c <= '9'
+			if !alpha && !(digit && i > 0) {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,94 @@
+package dcr
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// Error codes of RFC 7591 section 3.2.2 and RFC 6749 section 5.2 that the
+// handler answers with.
+const (
+	codeInvalidRequest        = "invalid_request"
+	codeInvalidRedirectURI    = "invalid_redirect_uri"
+	codeInvalidClientMetadata = "invalid_client_metadata"
+	codeServerError           = "server_error"
+)
+
+// protoError is a protocol error answered to the client in the JSON form
+// of RFC 7591 section 3.2.2. Description is written for the client and
+// names the offending member or value; Rule names the check that fired and
+// goes to the log with Cause, which never reaches the client.
+type protoError struct {
+	Status      int
+	Code        string
+	Description string
+	Rule        string
+	Cause       error
+}
+
+func (e *protoError) Error() string {
+	if e.Cause != nil {
+		return e.Code + ": " + e.Description + ": " + e.Cause.Error()
+	}
+	return e.Code + ": " + e.Description
+}
+
+func (e *protoError) Unwrap() error { return e.Cause }
+
+// metadataError returns a 400 invalid_client_metadata error.
+func metadataError(rule, description string) *protoError {
+	return &protoError{
+		Status:      http.StatusBadRequest,
+		Code:        codeInvalidClientMetadata,
+		Description: description,
+		Rule:        rule,
+	}
+}
+
+// redirectError returns a 400 invalid_redirect_uri error.
+func redirectError(rule, description string) *protoError {
+	return &protoError{
+		Status:      http.StatusBadRequest,
+		Code:        codeInvalidRedirectURI,
+		Description: description,
+		Rule:        rule,
+	}
+}
+
+// requestError returns an invalid_request error with the given status.
+func requestError(status int, rule, description string) *protoError {
+	return &protoError{
+		Status:      status,
+		Code:        codeInvalidRequest,
+		Description: description,
+		Rule:        rule,
+	}
+}
+
+// errorBody is the JSON body of an error response.
+type errorBody struct {
+	Error       string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+}
+
+// writeError answers a protocol error.
+func writeError(w http.ResponseWriter, e *protoError) {
+	writeJSON(w, e.Status, errorBody{Error: e.Code, Description: e.Description})
+}
+
+// writeJSON answers v as JSON with the headers RFC 7591 section 3.2
+// requires of every registration response.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		// Only the handler's own types reach here; they always encode.
+		status = http.StatusInternalServerError
+		body = []byte(`{"error":"server_error"}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	w.WriteHeader(status)
+	w.Write(body)
+}

@@ -1,0 +1,245 @@
+// Package dcr is a Caddy HTTP handler that adds OAuth 2.0 Dynamic Client
+// Registration (RFC 7591) in front of an existing authorization server. It
+// answers registration requests itself, keeps registered clients in a bbolt
+// file that other processes can read through package clientdb, and passes
+// every other request to the next handler.
+package dcr
+
+import (
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the handler's configuration.
+const (
+	defaultEndpoint = "/register"
+	defaultMaxBody  = 64 << 10
+
+	// maxMaxBody caps max_body: registration metadata is small, and the
+	// whole body is held in memory.
+	maxMaxBody = 1 << 20
+)
+
+// Handler answers OAuth 2.0 Dynamic Client Registration requests (RFC 7591)
+// at its endpoint and passes every other request to the next handler.
+type Handler struct {
+	// Endpoint is the path of the registration endpoint. Requests to any
+	// other path pass through. Default: "/register".
+	Endpoint string `json:"endpoint,omitempty"`
+
+	// Store is the path of the bbolt file that holds registered clients.
+	// Placeholders such as {env.VAR} are expanded. Default:
+	// "dcr/clients.db" under Caddy's data directory.
+	Store string `json:"store,omitempty"`
+
+	// GrantTypes are the grant types clients may register. Default:
+	// authorization_code and refresh_token. implicit, password,
+	// client_credentials and the JWT and SAML 2.0 bearer assertion grants
+	// are refused unless listed here.
+	GrantTypes []string `json:"grant_types,omitempty"`
+
+	// AuthMethods are the token_endpoint_auth_method values clients may
+	// register. Default: client_secret_basic, client_secret_post and none.
+	AuthMethods []string `json:"auth_methods,omitempty"`
+
+	// Scopes are the scopes clients may register; a request naming any
+	// other scope is refused. Default: empty, meaning any scope.
+	Scopes []string `json:"scopes,omitempty"`
+
+	// DefaultScope is registered for clients whose request names no
+	// scope. Default: empty, registering no scope.
+	DefaultScope []string `json:"default_scope,omitempty"`
+
+	// RequireHTTPS requires redirect URIs and jwks_uri to use https,
+	// except http on loopback hosts as RFC 8252 allows native apps.
+	// Default: true.
+	RequireHTTPS *bool `json:"require_https,omitempty"`
+
+	// RedirectSchemes are private-use URI schemes allowed in redirect
+	// URIs besides reverse-domain ones (those containing a dot, which are
+	// always allowed). Default: none.
+	RedirectSchemes []string `json:"redirect_schemes,omitempty"`
+
+	// SecretLifetime is how long an issued client secret stays valid;
+	// client_secret_expires_at is the issue time plus this. Default: 0,
+	// secrets never expire.
+	SecretLifetime caddy.Duration `json:"secret_lifetime,omitempty"`
+
+	// MaxBody is the largest registration request body accepted, in
+	// bytes; larger ones are answered with 413. Default: 65536. At most
+	// 1 MiB.
+	MaxBody int64 `json:"max_body,omitempty"`
+
+	logger   *zap.Logger
+	policy   *policy
+	store    *boltStore
+	storeKey string
+	now      func() time.Time
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.dcr",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision fills in defaults, expands placeholders in the store path and
+// acquires the shared store. It opens no database file, so it never waits
+// for another process.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.now = time.Now
+
+	if h.Endpoint == "" {
+		h.Endpoint = defaultEndpoint
+	}
+	if h.MaxBody == 0 {
+		h.MaxBody = defaultMaxBody
+	}
+	if h.GrantTypes == nil {
+		h.GrantTypes = slices.Clone(defaultGrantTypes)
+	}
+	if h.AuthMethods == nil {
+		h.AuthMethods = slices.Clone(defaultAuthMethods)
+	}
+	if h.RequireHTTPS == nil {
+		on := true
+		h.RequireHTTPS = &on
+	}
+	if h.Store == "" {
+		h.Store = filepath.Join(caddy.AppDataDir(), "dcr", "clients.db")
+	}
+	h.Store = caddy.NewReplacer().ReplaceKnown(h.Store, "")
+
+	h.policy = &policy{
+		grantTypes:      h.GrantTypes,
+		authMethods:     h.AuthMethods,
+		scopes:          h.Scopes,
+		defaultScope:    strings.Join(h.DefaultScope, " "),
+		requireHTTPS:    *h.RequireHTTPS,
+		redirectSchemes: lowerAll(h.RedirectSchemes),
+		secretLifetime:  time.Duration(h.SecretLifetime),
+	}
+
+	store, key, err := acquireStore(h.Store)
+	if err != nil {
+		return fmt.Errorf("opening client store %s: %w", h.Store, err)
+	}
+	h.store, h.storeKey = store, key
+	return nil
+}
+
+// Validate checks the configuration. It changes nothing.
+func (h *Handler) Validate() error {
+	if !strings.HasPrefix(h.Endpoint, "/") {
+		return fmt.Errorf("endpoint %q: must be a path starting with /", h.Endpoint)
+	}
+	if h.MaxBody < 0 || h.MaxBody > maxMaxBody {
+		return fmt.Errorf("max_body %d: must be between 1 and %d bytes", h.MaxBody, maxMaxBody)
+	}
+	if h.SecretLifetime < 0 {
+		return fmt.Errorf("secret_lifetime %s: must not be negative", time.Duration(h.SecretLifetime))
+	}
+	if len(h.GrantTypes) == 0 {
+		return fmt.Errorf("grant_types: at least one grant type is required")
+	}
+	if len(h.AuthMethods) == 0 {
+		return fmt.Errorf("auth_methods: at least one method is required")
+	}
+	for _, list := range []struct {
+		name   string
+		values []string
+	}{
+		{"grant_types", h.GrantTypes},
+		{"auth_methods", h.AuthMethods},
+		{"scopes", h.Scopes},
+		{"default_scope", h.DefaultScope},
+		{"redirect_schemes", h.RedirectSchemes},
+	} {
+		for _, v := range list.values {
+			if v == "" || strings.ContainsAny(v, " \t\r\n") {
+				return fmt.Errorf("%s: invalid value %q", list.name, v)
+			}
+		}
+	}
+	for _, s := range append(slices.Clone(h.Scopes), h.DefaultScope...) {
+		if !validScopeToken(s) {
+			return fmt.Errorf("scope %q: not a valid scope token (RFC 6749 section 3.3)", s)
+		}
+	}
+	for _, s := range h.DefaultScope {
+		if h.Scopes != nil && !slices.Contains(h.Scopes, s) {
+			return fmt.Errorf("default_scope %q: not among scopes %q", s, h.Scopes)
+		}
+	}
+	for _, s := range h.RedirectSchemes {
+		s = strings.ToLower(s)
+		if s == "http" || s == "https" || slices.Contains(forbiddenSchemes, s) {
+			return fmt.Errorf("redirect_schemes %q: not a private-use scheme", s)
+		}
+	}
+	return nil
+}
+
+// Cleanup releases the shared store. It is safe to call more than once and
+// after a failed Provision.
+func (h *Handler) Cleanup() error {
+	if h.store == nil {
+		return nil
+	}
+	h.store = nil
+	return releaseStore(h.storeKey)
+}
+
+// ServeHTTP answers requests to the registration endpoint and passes all
+// others to next.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if r.URL.Path != h.Endpoint {
+		return next.ServeHTTP(w, r)
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, requestError(http.StatusMethodNotAllowed, "method",
+			fmt.Sprintf("method %s is not allowed; use POST", r.Method)))
+		return nil
+	}
+	return h.register(w, r)
+}
+
+// clientIP returns the client's IP address as Caddy determined it, which
+// honours the server's trusted_proxies.
+func clientIP(r *http.Request) string {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	return ip
+}
+
+func lowerAll(list []string) []string {
+	out := make([]string, len(list))
+	for i, s := range list {
+		out[i] = strings.ToLower(s)
+	}
+	return out
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)
