@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -157,6 +158,9 @@ func (w *Writer) commit(group []*change) (int, error) {
 	}
 	defer l.unlock()
 
+	_, statErr := os.Stat(w.path)
+	created := errors.Is(statErr, fs.ErrNotExist)
+
 	db, err := bolt.Open(w.path, dbMode, &bolt.Options{Timeout: boltTimeout})
 	if err != nil {
 		return -1, fmt.Errorf("opening store %s: %w", w.path, err)
@@ -187,5 +191,22 @@ func (w *Writer) commit(group []*change) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("committing to store %s: %w", w.path, err)
 	}
+
+	// bbolt syncs the file but not the directory entry of a new file.
+	if created {
+		if err := syncDir(filepath.Dir(w.path)); err != nil {
+			return -1, fmt.Errorf("syncing directory of store %s: %w", w.path, err)
+		}
+	}
 	return -1, nil
+}
+
+// syncDir flushes a directory, making a file created in it durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
