@@ -52,7 +52,9 @@ type Handler struct {
 	GrantTypes []string `json:"grant_types,omitempty"`
 
 	// AuthMethods are the token_endpoint_auth_method values clients may
-	// register. Default: client_secret_basic, client_secret_post and none.
+	// register. A request that names no method gets client_secret_basic
+	// (the RFC 7591 default) if it is listed, else the first method
+	// listed. Default: client_secret_basic, client_secret_post and none.
 	AuthMethods []string `json:"auth_methods,omitempty"`
 
 	// Scopes are the scopes clients may register; a request naming any
@@ -87,6 +89,7 @@ type Handler struct {
 	policy   *policy
 	store    *boltStore
 	storeKey string
+	released bool
 	now      func() time.Time
 }
 
@@ -197,12 +200,14 @@ func (h *Handler) Validate() error {
 }
 
 // Cleanup releases the shared store. It is safe to call more than once and
-// after a failed Provision.
+// after a failed Provision. It leaves h.store in place: after a reload the
+// old instance may still be serving requests, and the store stays usable
+// for them.
 func (h *Handler) Cleanup() error {
-	if h.store == nil {
+	if h.store == nil || h.released {
 		return nil
 	}
-	h.store = nil
+	h.released = true
 	return releaseStore(h.storeKey)
 }
 

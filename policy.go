@@ -122,8 +122,14 @@ func issuesSecret(m *clientdb.Metadata) bool {
 }
 
 func (p *policy) applyAuthMethod(m *clientdb.Metadata) *protoError {
+	// RFC 7591's default, unless the operator does not allow it: a client
+	// that named no method should not be refused for a method it did not
+	// choose.
 	if m.TokenEndpointAuthMethod == "" {
 		m.TokenEndpointAuthMethod = authClientSecretBasic
+		if !slices.Contains(p.authMethods, authClientSecretBasic) {
+			m.TokenEndpointAuthMethod = p.authMethods[0]
+		}
 	}
 	if !slices.Contains(p.authMethods, m.TokenEndpointAuthMethod) {
 		return metadataError("auth_method_allowed", fmt.Sprintf(

@@ -1,6 +1,7 @@
 package dcr
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -88,7 +89,10 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
 		resp.ClientSecretExpiresAt = &c.SecretExpiresAt
 	}
 
-	if err := h.store.Create(r.Context(), c); err != nil {
+	// The commit goes on if the client hangs up: it may be in a group
+	// already, and a 503 must not be logged for a client that was stored.
+	ctx := context.WithoutCancel(r.Context())
+	if err := h.store.Create(ctx, c); err != nil {
 		perr := &protoError{
 			Status:      http.StatusServiceUnavailable,
 			Code:        codeServerError,
