@@ -132,7 +132,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.policy = &policy{
 		grantTypes:      h.GrantTypes,
 		authMethods:     h.AuthMethods,
-		scopes:          h.Scopes,
+		scopes:          nonEmpty(h.Scopes),
 		defaultScope:    strings.Join(h.DefaultScope, " "),
 		requireHTTPS:    *h.RequireHTTPS,
 		redirectSchemes: lowerAll(h.RedirectSchemes),
@@ -186,7 +186,7 @@ func (h *Handler) Validate() error {
 		}
 	}
 	for _, s := range h.DefaultScope {
-		if h.Scopes != nil && !slices.Contains(h.Scopes, s) {
+		if len(h.Scopes) > 0 && !slices.Contains(h.Scopes, s) {
 			return fmt.Errorf("default_scope %q: not among scopes %q", s, h.Scopes)
 		}
 	}
@@ -231,6 +231,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 func clientIP(r *http.Request) string {
 	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	return ip
+}
+
+// nonEmpty returns list, or nil for an empty list, which the policy reads
+// as "no restriction".
+func nonEmpty(list []string) []string {
+	if len(list) == 0 {
+		return nil
+	}
+	return list
 }
 
 func lowerAll(list []string) []string {

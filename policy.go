@@ -169,7 +169,9 @@ func (p *policy) applyGrantTypes(m *clientdb.Metadata) *protoError {
 	case m.GrantTypes == nil:
 		m.GrantTypes = grantsFor(m.ResponseTypes)
 		if len(m.GrantTypes) == 0 {
-			m.GrantTypes = []string{grantAuthorizationCode}
+			return metadataError("grant_types_required",
+				"grant_types must be given when response_types names "+
+					"no redirect-based response type")
 		}
 	case m.ResponseTypes == nil:
 		m.ResponseTypes = responsesFor(m.GrantTypes)
@@ -526,17 +528,20 @@ func (p *policy) checkURL(name, raw string, strict bool) *protoError {
 	return nil
 }
 
-// checkText checks a free-text member: bounded length and no control
-// characters. Invalid UTF-8 never gets this far.
+// checkText checks a free-text member: bounded length, no control
+// characters, and none of the bidirectional formatting or line separator
+// characters that could disguise a name on a consent screen. Invalid UTF-8
+// never gets this far.
 func checkText(name, v string) *protoError {
 	if len(v) > maxStringLength {
 		return metadataError("string_length", fmt.Sprintf(
 			"%s is longer than %d bytes", name, maxStringLength))
 	}
 	for _, r := range v {
-		if unicode.IsControl(r) {
+		if unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) ||
+			unicode.In(r, unicode.Zl, unicode.Zp) {
 			return metadataError("text_chars", fmt.Sprintf(
-				"%s contains control characters", name))
+				"%s contains control or formatting characters", name))
 		}
 	}
 	return nil

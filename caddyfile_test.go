@@ -1,0 +1,538 @@
+package dcr
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"maps"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	// Registers reverse_proxy for the golden cases that use it.
+	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+var update = flag.Bool("update", false,
+	"rewrite the golden files in testdata/caddyfile")
+
+// handlerFields are the JSON names of the handler's config as documented
+// on Handler, plus the "handler" member naming the module.
+var handlerFields = []string{
+	"handler", "endpoint", "store", "grant_types", "auth_methods",
+	"scopes", "default_scope", "require_https", "redirect_schemes",
+	"secret_lifetime", "max_body",
+}
+
+// TestCaddyfileAdapt adapts Caddyfiles with the caddyfile adapter and
+// compares the JSON with testdata/caddyfile/<name>.json. Run with -update
+// to rewrite those files after a deliberate change, then read the diff.
+func TestCaddyfileAdapt(t *testing.T) {
+	on, off := true, false
+	cases := []struct {
+		name      string
+		caddyfile string
+		// want is the dcr handler the JSON must decode to.
+		want Handler
+	}{
+		{
+			name: "minimal",
+			caddyfile: `:8080 {
+	dcr
+}
+`,
+			want: Handler{},
+		},
+		{
+			name: "all_subdirectives",
+			caddyfile: `:8080 {
+	dcr {
+		endpoint /oauth/register
+		store /var/lib/caddy/dcr/clients.db
+		grant_types authorization_code refresh_token client_credentials
+		auth_methods client_secret_basic none private_key_jwt
+		scopes openid profile email offline_access
+		default_scope openid profile
+		require_https off
+		redirect_schemes myapp
+		secret_lifetime 720h
+		max_body 16KiB
+	}
+}
+`,
+			want: Handler{
+				Endpoint: "/oauth/register",
+				Store:    "/var/lib/caddy/dcr/clients.db",
+				GrantTypes: []string{
+					"authorization_code", "refresh_token",
+					"client_credentials",
+				},
+				AuthMethods: []string{
+					"client_secret_basic", "none", "private_key_jwt",
+				},
+				Scopes: []string{
+					"openid", "profile", "email", "offline_access",
+				},
+				DefaultScope:    []string{"openid", "profile"},
+				RequireHTTPS:    &off,
+				RedirectSchemes: []string{"myapp"},
+				SecretLifetime:  caddy.Duration(720 * time.Hour),
+				MaxBody:         16 << 10,
+			},
+		},
+		{
+			// reverse_proxy comes first in the file; the directive
+			// order must still put dcr ahead of it.
+			name: "reverse_proxy",
+			caddyfile: `http://auth.example.com {
+	reverse_proxy localhost:9000
+	dcr {
+		store {env.DCR_STORE}
+		require_https on
+	}
+}
+`,
+			want: Handler{Store: "{env.DCR_STORE}", RequireHTTPS: &on},
+		},
+		{
+			// In a route block the order is the file's, as Caddy
+			// documents for route.
+			name: "route_block",
+			caddyfile: `:8080 {
+	route /oauth/* {
+		dcr {
+			endpoint /oauth/register
+		}
+		reverse_proxy localhost:9000
+	}
+}
+`,
+			want: Handler{Endpoint: "/oauth/register"},
+		},
+	}
+
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	if adapter == nil {
+		t.Fatal("no caddyfile adapter registered")
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, warnings, err := adapter.Adapt([]byte(tc.caddyfile), nil)
+			if err != nil {
+				t.Fatalf("adapting: %v", err)
+			}
+			for _, w := range warnings {
+				t.Errorf("warning: %s", w)
+			}
+			var pretty bytes.Buffer
+			if err := json.Indent(&pretty, raw, "", "\t"); err != nil {
+				t.Fatalf("indenting: %v", err)
+			}
+			pretty.WriteByte('\n')
+
+			golden := filepath.Join("testdata", "caddyfile", tc.name+".json")
+			if *update {
+				if err := os.WriteFile(golden, pretty.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("reading golden file (run with -update): %v", err)
+			}
+			if !bytes.Equal(pretty.Bytes(), want) {
+				t.Errorf("adapted JSON differs from %s; got:\n%s",
+					golden, pretty.Bytes())
+			}
+
+			// Beyond the golden text: the handler order, the JSON
+			// names and the values they decode to.
+			var cfg any
+			if err := json.Unmarshal(raw, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			var handlers []map[string]any
+			collectHandlers(cfg, &handlers)
+			names := make([]string, len(handlers))
+			for i, h := range handlers {
+				names[i], _ = h["handler"].(string)
+			}
+			d := slices.Index(names, "dcr")
+			if d < 0 || slices.Index(names[d+1:], "dcr") >= 0 {
+				t.Fatalf("handlers %q: want exactly one dcr", names)
+			}
+			if rp := slices.Index(names, "reverse_proxy"); rp >= 0 && rp < d {
+				t.Errorf("handlers %q: reverse_proxy before dcr", names)
+			}
+
+			for k := range handlers[d] {
+				if !slices.Contains(handlerFields, k) {
+					t.Errorf("undocumented JSON member %q", k)
+				}
+			}
+			b, _ := json.Marshal(handlers[d])
+			var got Handler
+			dec := json.NewDecoder(bytes.NewReader(b))
+			if err := dec.Decode(&got); err != nil {
+				t.Fatalf("decoding handler %s: %v", b, err)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("handler =\n%+v\nwant\n%+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// collectHandlers appends every object with a "handler" member, which is
+// how Caddy's JSON names a handler, in config order: lists in their
+// order, object members by name.
+func collectHandlers(v any, out *[]map[string]any) {
+	switch v := v.(type) {
+	case map[string]any:
+		if _, ok := v["handler"]; ok {
+			*out = append(*out, v)
+		}
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			collectHandlers(v[k], out)
+		}
+	case []any:
+		for _, c := range v {
+			collectHandlers(c, out)
+		}
+	}
+}
+
+// TestCaddyfileUnmarshal covers what each subdirective sets.
+func TestCaddyfileUnmarshal(t *testing.T) {
+	on, off := true, false
+	cases := []struct {
+		name  string
+		input string
+		want  Handler
+	}{
+		{"bare", "dcr", Handler{}},
+		{"empty block", "dcr {\n}", Handler{}},
+		{"endpoint", "dcr {\n endpoint /r\n}", Handler{Endpoint: "/r"}},
+		{"store", "dcr {\n store \"/a b/c.db\"\n}", Handler{Store: "/a b/c.db"}},
+		{
+			"grant_types", "dcr {\n grant_types implicit password\n}",
+			Handler{GrantTypes: []string{"implicit", "password"}},
+		},
+		{
+			"auth_methods", "dcr {\n auth_methods none\n}",
+			Handler{AuthMethods: []string{"none"}},
+		},
+		{
+			"scopes", "dcr {\n scopes a b c\n}",
+			Handler{Scopes: []string{"a", "b", "c"}},
+		},
+		{
+			"default_scope", "dcr {\n default_scope a\n}",
+			Handler{DefaultScope: []string{"a"}},
+		},
+		{
+			"require_https on", "dcr {\n require_https on\n}",
+			Handler{RequireHTTPS: &on},
+		},
+		{
+			"require_https off", "dcr {\n require_https off\n}",
+			Handler{RequireHTTPS: &off},
+		},
+		{
+			"redirect_schemes", "dcr {\n redirect_schemes myapp other\n}",
+			Handler{RedirectSchemes: []string{"myapp", "other"}},
+		},
+		{
+			"secret_lifetime days", "dcr {\n secret_lifetime 30d\n}",
+			Handler{SecretLifetime: caddy.Duration(30 * 24 * time.Hour)},
+		},
+		{
+			"secret_lifetime zero", "dcr {\n secret_lifetime 0s\n}",
+			Handler{},
+		},
+		{"max_body bytes", "dcr {\n max_body 4096\n}", Handler{MaxBody: 4096}},
+		{"max_body 1MiB", "dcr {\n max_body 1MiB\n}", Handler{MaxBody: 1 << 20}},
+		{"max_body 1MB", "dcr {\n max_body 1MB\n}", Handler{MaxBody: 1000000}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var h Handler
+			d := caddyfile.NewTestDispenser(tc.input)
+			if err := h.UnmarshalCaddyfile(d); err != nil {
+				t.Fatalf("UnmarshalCaddyfile: %v", err)
+			}
+			if !reflect.DeepEqual(h, tc.want) {
+				t.Errorf("handler =\n%+v\nwant\n%+v", h, tc.want)
+			}
+		})
+	}
+}
+
+// TestCaddyfileErrors covers Caddyfile input that must be refused, with a
+// message that names the problem and the line.
+func TestCaddyfileErrors(t *testing.T) {
+	argc := []string{"wrong argument count"}
+	cases := []struct {
+		name  string
+		input string
+		want  []string
+	}{
+		{
+			"unknown subdirective", "dcr {\n endpoint /r\n enpoint /x\n}",
+			[]string{"unknown subdirective enpoint", "Testfile:3"},
+		},
+		{
+			"duplicate subdirective", "dcr {\n scopes a\n scopes b\n}",
+			[]string{"scopes given more than once", "Testfile:3"},
+		},
+		{
+			"argument on directive line", "dcr /register",
+			[]string{"wrong argument count", "Testfile:1"},
+		},
+		{
+			"argument before block", "dcr /register {\n endpoint /r\n}",
+			[]string{"wrong argument count"},
+		},
+		{
+			"endpoint missing", "dcr {\n endpoint\n}",
+			[]string{"wrong argument count", "Testfile:2"},
+		},
+		{"endpoint two", "dcr {\n endpoint /a /b\n}", argc},
+		{"store missing", "dcr {\n store\n}", argc},
+		{"grant_types missing", "dcr {\n grant_types\n}", argc},
+		{"auth_methods missing", "dcr {\n auth_methods\n}", argc},
+		{"scopes missing", "dcr {\n scopes\n}", argc},
+		{"default_scope missing", "dcr {\n default_scope\n}", argc},
+		{"redirect_schemes missing", "dcr {\n redirect_schemes\n}", argc},
+		{"require_https missing", "dcr {\n require_https\n}", argc},
+		{"require_https two", "dcr {\n require_https on off\n}", argc},
+		{
+			"require_https bad", "dcr {\n require_https yes\n}",
+			[]string{"require_https", `"yes"`, "on or off"},
+		},
+		{
+			"require_https capitals", "dcr {\n require_https ON\n}",
+			[]string{"require_https", `"ON"`},
+		},
+		{"secret_lifetime missing", "dcr {\n secret_lifetime\n}", argc},
+		{
+			"secret_lifetime bad", "dcr {\n secret_lifetime forever\n}",
+			[]string{"secret_lifetime", `"forever"`, "Testfile:2"},
+		},
+		{
+			"secret_lifetime no unit", "dcr {\n secret_lifetime 30\n}",
+			[]string{"secret_lifetime", `"30"`},
+		},
+		{
+			"secret_lifetime negative", "dcr {\n secret_lifetime -1h\n}",
+			[]string{"secret_lifetime", `"-1h"`, "negative"},
+		},
+		{"max_body missing", "dcr {\n max_body\n}", argc},
+		{
+			"max_body bad", "dcr {\n max_body lots\n}",
+			[]string{"max_body", `"lots"`, "Testfile:2"},
+		},
+		{
+			"max_body negative", "dcr {\n max_body -1\n}",
+			[]string{"max_body", `"-1"`},
+		},
+		{
+			"max_body zero", "dcr {\n max_body 0\n}",
+			[]string{"max_body", `"0"`, "between"},
+		},
+		{
+			"max_body above 1MiB", "dcr {\n max_body 1048577\n}",
+			[]string{"max_body", `"1048577"`, "1MiB"},
+		},
+		{
+			"max_body 2MiB", "dcr {\n max_body 2MiB\n}",
+			[]string{"max_body", `"2MiB"`},
+		},
+		{
+			// A nested block is not part of the syntax.
+			"nested block", "dcr {\n endpoint /r {\n  x\n }\n}",
+			[]string{"unknown subdirective"},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var h Handler
+			err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+			if err == nil {
+				t.Fatalf("no error; handler %+v", h)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+// provisioned returns a handler configured as Provision leaves an empty
+// config, without acquiring a store.
+func provisioned() Handler {
+	on := true
+	return Handler{
+		Endpoint:     defaultEndpoint,
+		MaxBody:      defaultMaxBody,
+		GrantTypes:   slices.Clone(defaultGrantTypes),
+		AuthMethods:  slices.Clone(defaultAuthMethods),
+		RequireHTTPS: &on,
+		Store:        "clients.db",
+	}
+}
+
+func TestValidate(t *testing.T) {
+	cases := []struct {
+		name   string
+		change func(*Handler)
+		want   string // substring of the error; "" for none
+	}{
+		{"defaults", func(*Handler) {}, ""},
+		{
+			"full", func(h *Handler) {
+				h.Endpoint = "/oauth/register"
+				h.Scopes = []string{"openid", "profile", "urn:x:read"}
+				h.DefaultScope = []string{"openid"}
+				h.RedirectSchemes = []string{"myapp", "com.example.app"}
+				h.SecretLifetime = caddy.Duration(time.Hour)
+				h.MaxBody = maxMaxBody
+			}, "",
+		},
+		{
+			"default_scope without scopes", func(h *Handler) {
+				h.DefaultScope = []string{"anything"}
+			}, "",
+		},
+		{
+			"endpoint without slash", func(h *Handler) {
+				h.Endpoint = "register"
+			}, `endpoint "register"`,
+		},
+		{
+			"endpoint URL", func(h *Handler) {
+				h.Endpoint = "https://a.example/register"
+			}, "endpoint",
+		},
+		{
+			"default_scope not in scopes", func(h *Handler) {
+				h.Scopes = []string{"openid"}
+				h.DefaultScope = []string{"openid", "email"}
+			}, `default_scope "email"`,
+		},
+		{
+			"invalid scope token", func(h *Handler) {
+				h.Scopes = []string{`open"id`}
+			}, `scope "open\"id"`,
+		},
+		{
+			"invalid default scope token", func(h *Handler) {
+				h.DefaultScope = []string{"é"}
+			}, "not a valid scope token",
+		},
+		{
+			"scope with space", func(h *Handler) {
+				h.Scopes = []string{"a b"}
+			}, "scopes",
+		},
+		{
+			"empty scope", func(h *Handler) {
+				h.Scopes = []string{""}
+			}, "scopes",
+		},
+		{
+			"redirect_schemes http", func(h *Handler) {
+				h.RedirectSchemes = []string{"http"}
+			}, `redirect_schemes "http"`,
+		},
+		{
+			"redirect_schemes HTTPS", func(h *Handler) {
+				h.RedirectSchemes = []string{"HTTPS"}
+			}, `redirect_schemes "https"`,
+		},
+		{
+			"redirect_schemes javascript", func(h *Handler) {
+				h.RedirectSchemes = []string{"myapp", "javascript"}
+			}, `redirect_schemes "javascript"`,
+		},
+		{
+			"redirect_schemes data", func(h *Handler) {
+				h.RedirectSchemes = []string{"Data"}
+			}, `redirect_schemes "data"`,
+		},
+		{
+			"max_body negative", func(h *Handler) {
+				h.MaxBody = -1
+			}, "max_body",
+		},
+		{
+			"max_body too large", func(h *Handler) {
+				h.MaxBody = maxMaxBody + 1
+			}, "max_body",
+		},
+		{
+			"secret_lifetime negative", func(h *Handler) {
+				h.SecretLifetime = caddy.Duration(-time.Second)
+			}, "secret_lifetime",
+		},
+		{
+			"no grant types", func(h *Handler) {
+				h.GrantTypes = []string{}
+			}, "grant_types",
+		},
+		{
+			"no auth methods", func(h *Handler) {
+				h.AuthMethods = []string{}
+			}, "auth_methods",
+		},
+		{
+			"grant type with space", func(h *Handler) {
+				h.GrantTypes = []string{"authorization_code refresh_token"}
+			}, "grant_types",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := provisioned()
+			tc.change(&h)
+			before := h
+			err := h.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("Validate: %v", err)
+			case tc.want != "" && err == nil:
+				t.Fatalf("Validate accepted %+v", h)
+			case err != nil && !strings.Contains(err.Error(), tc.want):
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+			if !reflect.DeepEqual(h, before) {
+				t.Errorf("Validate changed the handler: %+v", h)
+			}
+		})
+	}
+}
+
+// TestValidateEmptyScopes checks that an empty scopes list in JSON means
+// any scope, as the Scopes godoc says, like an absent one does.
+func TestValidateEmptyScopes(t *testing.T) {
+	var h Handler
+	if err := json.Unmarshal([]byte(
+		`{"scopes":[],"default_scope":["openid"]}`), &h); err != nil {
+		t.Fatal(err)
+	}
+	v := provisioned()
+	v.Scopes, v.DefaultScope = h.Scopes, h.DefaultScope
+	if err := v.Validate(); err != nil {
+		t.Errorf(`"scopes": [] refuses every scope: %v`, err)
+	}
+}
