@@ -11,34 +11,54 @@ import (
 
 // Reader reads the store from any process while Caddy writes to it. It
 // follows the locking protocol described in the package documentation and
-// holds no lock between calls. A Reader is safe for concurrent use; each
-// call takes its own lock.
+// holds no lock between calls. A Reader is safe for concurrent use.
 type Reader struct {
-	path  string
-	locks *locks
+	path string
 }
 
 // OpenReader returns a Reader for the database at path. The lock files must
 // exist (the writer creates them) or be creatable by this process.
 func OpenReader(path string) (*Reader, error) {
-	l, err := openLocks(path, false)
+	r := &Reader{path: path}
+	l, err := r.openLocks()
+	if err != nil {
+		return nil, err
+	}
+	if err := l.close(); err != nil {
+		return nil, fmt.Errorf("closing lock files of %s: %w", path, err)
+	}
+	return r, nil
+}
+
+// openLocks opens the lock files, creating them only if they are missing,
+// so that a reader without write permission can use existing ones.
+func (r *Reader) openLocks() (*locks, error) {
+	l, err := openLocks(r.path, false)
 	if errors.Is(err, fs.ErrNotExist) {
-		l, err = openLocks(path, true)
+		l, err = openLocks(r.path, true)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("opening store %s: %w", path, err)
+		return nil, fmt.Errorf("opening store %s: %w", r.path, err)
 	}
-	return &Reader{path: path, locks: l}, nil
+	return l, nil
 }
 
 // View runs fn in a read-only transaction. While fn runs, the writer waits,
 // so fn should be short. If the database file does not exist yet, fn sees
 // an empty store.
 func (r *Reader) View(fn func(*Tx) error) error {
-	if err := r.locks.shared(); err != nil {
+	// flock(2) locks belong to an open file, so each call opens its own:
+	// two concurrent calls sharing one file would share one lock, and the
+	// first to finish would release it under the other.
+	l, err := r.openLocks()
+	if err != nil {
 		return err
 	}
-	defer r.locks.unlock()
+	defer l.close()
+	if err := l.shared(); err != nil {
+		return err
+	}
+	defer l.unlock()
 
 	db, err := bolt.Open(r.path, 0, &bolt.Options{
 		ReadOnly: true,
@@ -81,7 +101,8 @@ func (r *Reader) VerifySecret(id, secret string, now time.Time) (bool, error) {
 	return c.VerifySecret(secret, now), nil
 }
 
-// Close releases the lock files.
+// Close releases the Reader. It holds no resources between calls, so Close
+// only exists for symmetry with OpenReader and always returns nil.
 func (r *Reader) Close() error {
-	return r.locks.close()
+	return nil
 }
