@@ -142,6 +142,13 @@ type metadataFields Metadata
 // MarshalJSON encodes the metadata with the language-tagged variants as
 // top-level members.
 func (m Metadata) MarshalJSON() ([]byte, error) {
+	// Both lists are always present in the JSON form, if only empty.
+	if m.GrantTypes == nil {
+		m.GrantTypes = []string{}
+	}
+	if m.ResponseTypes == nil {
+		m.ResponseTypes = []string{}
+	}
 	fixed, err := json.Marshal(metadataFields(m))
 	if err != nil || len(m.Localized) == 0 {
 		return fixed, err

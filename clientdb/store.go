@@ -101,6 +101,9 @@ func (t *Tx) Count() int {
 // It fails on a read-only transaction.
 func (t *Tx) Create(c *Client) error {
 	b := t.clients()
+	if b == nil || !t.tx.Writable() {
+		return errReadOnly
+	}
 	if b.Get([]byte(c.ID)) != nil {
 		return ErrExists
 	}
@@ -110,8 +113,15 @@ func (t *Tx) Create(c *Client) error {
 // Put stores a client, replacing any client with the same ID. It fails on
 // a read-only transaction.
 func (t *Tx) Put(c *Client) error {
-	return t.put(t.clients(), c)
+	b := t.clients()
+	if b == nil || !t.tx.Writable() {
+		return errReadOnly
+	}
+	return t.put(b, c)
 }
+
+// errReadOnly is returned by the writing methods of a read-only Tx.
+var errReadOnly = errors.New("storing client: read-only transaction")
 
 func (t *Tx) put(b *bolt.Bucket, c *Client) error {
 	v, err := json.Marshal(c)

@@ -63,9 +63,13 @@ func (w *Writer) Path() string {
 // callers' functions in one transaction, so it must only act on the
 // transaction it is given.
 //
-// If ctx ends first, Update returns ctx's error; the change may still be
-// committed later.
+// If ctx has ended, Update returns its error and changes nothing. If ctx
+// ends while the change waits, Update returns ctx's error; the change may
+// still be committed.
 func (w *Writer) Update(ctx context.Context, fn func(*Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	c := &change{fn: fn, done: make(chan struct{})}
 
 	w.mu.Lock()
@@ -166,6 +170,16 @@ func (w *Writer) commit(group []*change) (int, error) {
 		return -1, fmt.Errorf("opening store %s: %w", w.path, err)
 	}
 
+	// bbolt syncs the file but not the directory entry of a new one. Sync
+	// it now: the file stays even if this transaction fails, and the next
+	// commit would not know it is new.
+	if created {
+		if err := syncDir(filepath.Dir(w.path)); err != nil {
+			db.Close()
+			return -1, fmt.Errorf("syncing directory of store %s: %w", w.path, err)
+		}
+	}
+
 	failed := -1
 	var changeErr error
 	err = db.Update(func(tx *bolt.Tx) error {
@@ -190,13 +204,6 @@ func (w *Writer) commit(group []*change) (int, error) {
 	}
 	if err != nil {
 		return -1, fmt.Errorf("committing to store %s: %w", w.path, err)
-	}
-
-	// bbolt syncs the file but not the directory entry of a new file.
-	if created {
-		if err := syncDir(filepath.Dir(w.path)); err != nil {
-			return -1, fmt.Errorf("syncing directory of store %s: %w", w.path, err)
-		}
 	}
 	return -1, nil
 }
