@@ -95,9 +95,10 @@ func FuzzDecodeMetadata(f *testing.F) {
 }
 
 // sameMetadata reports whether a and b mean the same. The stored JSON
-// drops the empty lists that have omitempty, and re-encoding may spell
-// the JWKS differently (HTML characters escaped), so those compare by
-// meaning.
+// drops the empty lists that have omitempty and always writes grant_types
+// and response_types (the policy fills them before anything is stored), and
+// re-encoding may spell the JWKS differently (HTML characters escaped), so
+// those compare by meaning.
 func sameMetadata(a, b *clientdb.Metadata) bool {
 	norm := func(m *clientdb.Metadata) clientdb.Metadata {
 		c := *m
@@ -106,6 +107,12 @@ func sameMetadata(a, b *clientdb.Metadata) bool {
 		}
 		if len(c.Contacts) == 0 {
 			c.Contacts = nil
+		}
+		if len(c.GrantTypes) == 0 {
+			c.GrantTypes = nil
+		}
+		if len(c.ResponseTypes) == 0 {
+			c.ResponseTypes = nil
 		}
 		c.JWKS = nil
 		return c
