@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/caddy-dcr/caddy-dcr/clientdb"
@@ -67,8 +68,12 @@ func main() {
 	pct := func(p float64) time.Duration {
 		return lats[int(float64(len(lats)-1)*p)]
 	}
-	fmt.Printf("reader\tlookups/s=%.0f\tp50=%s\tp99=%s\tn=%d\n",
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	fmt.Printf("reader\tlookups/s=%.0f\tp50=%s\tp99=%s\tn=%d\tcpu=%.0f%%\n",
 		float64(len(lats))/elapsed.Seconds(),
 		pct(0.50).Round(time.Microsecond),
-		pct(0.99).Round(time.Microsecond), len(lats))
+		pct(0.99).Round(time.Microsecond), len(lats),
+		100*cpu.Seconds()/elapsed.Seconds())
 }
