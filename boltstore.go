@@ -63,6 +63,12 @@ func (s *boltStore) Create(ctx context.Context, c *clientdb.Client) error {
 	})
 }
 
+// Update runs fn in a read-write transaction, committed with group commit,
+// and returns once it is durable.
+func (s *boltStore) Update(ctx context.Context, fn func(*clientdb.Tx) error) error {
+	return s.writer.Update(ctx, fn)
+}
+
 // Client returns the stored client with the given ID.
 func (s *boltStore) Client(id string) (*clientdb.Client, error) {
 	var c *clientdb.Client

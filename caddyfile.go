@@ -37,6 +37,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		redirect_schemes <scheme...>
 //		secret_lifetime  <duration>
 //		max_body         <size>
+//		management       on|off
+//		base_url         <url>
+//		rotate_token     on|off
+//		rotate_secret    on|off
+//		secret_overlap   <duration>
+//		tombstone_ttl    <duration>
 //	}
 //
 // Every subdirective is optional and may appear once.
@@ -73,9 +79,25 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "redirect_schemes":
 			h.RedirectSchemes, err = someArgs(d)
 		case "secret_lifetime":
-			err = h.parseSecretLifetime(d)
+			h.SecretLifetime, err = duration(d, name)
 		case "max_body":
 			err = h.parseMaxBody(d)
+		case "management":
+			h.Management, err = onOff(d, name)
+		case "base_url":
+			h.BaseURL, err = oneArg(d)
+		case "rotate_token":
+			h.RotateToken, err = onOff(d, name)
+		case "rotate_secret":
+			var on *bool
+			on, err = onOff(d, name)
+			if err == nil {
+				h.RotateSecret = *on
+			}
+		case "secret_overlap":
+			h.SecretOverlap, err = duration(d, name)
+		case "tombstone_ttl":
+			h.TombstoneTTL, err = duration(d, name)
 		default:
 			return d.Errf("unknown subdirective %s", name)
 		}
@@ -86,20 +108,21 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-func (h *Handler) parseSecretLifetime(d *caddyfile.Dispenser) error {
+// duration parses the single, non-negative duration argument of the
+// current subdirective.
+func duration(d *caddyfile.Dispenser, name string) (caddy.Duration, error) {
 	v, err := oneArg(d)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	dur, err := caddy.ParseDuration(v)
 	if err != nil {
-		return d.Errf("secret_lifetime %q: %v", v, err)
+		return 0, d.Errf("%s %q: %v", name, v, err)
 	}
 	if dur < 0 {
-		return d.Errf("secret_lifetime %q: must not be negative", v)
+		return 0, d.Errf("%s %q: must not be negative", name, v)
 	}
-	h.SecretLifetime = caddy.Duration(dur)
-	return nil
+	return caddy.Duration(dur), nil
 }
 
 func (h *Handler) parseMaxBody(d *caddyfile.Dispenser) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -21,6 +22,41 @@ import (
 // It never keeps a client_id or client_secret from the request: those are
 // not metadata the client chooses.
 func decodeMetadata(body []byte) (*clientdb.Metadata, *protoError) {
+	req, err := decodeRequest(body)
+	if err != nil {
+		return nil, err
+	}
+	return &req.Metadata, nil
+}
+
+// issuedMembers are the members of a client information response that the
+// server sets. A registration request's are ignored; an update request
+// (RFC 7592 section 2.2) must not carry them, except client_id and
+// client_secret, which it may repeat.
+var issuedMembers = []string{
+	"registration_access_token",
+	"registration_client_uri",
+	"client_secret_expires_at",
+	"client_id_issued_at",
+}
+
+// request is a decoded registration or update request: the metadata, and
+// the issued values the client sent back.
+type request struct {
+	clientdb.Metadata
+
+	// clientID and clientSecret hold those members as sent, unchecked:
+	// a registration ignores them and an update checks them.
+	clientID     json.RawMessage
+	clientSecret json.RawMessage
+
+	// issued names the members of issuedMembers present, in order.
+	issued []string
+}
+
+// decodeRequest is decodeMetadata keeping the issued values the client
+// sent, for RFC 7592 updates.
+func decodeRequest(body []byte) (*request, *protoError) {
 	if !utf8.Valid(body) {
 		return nil, metadataError("json_utf8", "request body is not valid UTF-8")
 	}
@@ -29,13 +65,38 @@ func decodeMetadata(body []byte) (*clientdb.Metadata, *protoError) {
 		return nil, err
 	}
 
-	m := &clientdb.Metadata{}
+	req := &request{}
 	for _, mem := range members {
-		if err := decodeMember(m, mem.name, mem.value); err != nil {
+		var err *protoError
+		switch {
+		case mem.name == "client_id":
+			req.clientID = mem.value
+		case mem.name == "client_secret":
+			req.clientSecret = mem.value
+		case slices.Contains(issuedMembers, mem.name):
+			req.issued = append(req.issued, mem.name)
+		default:
+			err = decodeMember(&req.Metadata, mem.name, mem.value)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
-	return m, nil
+	return req, nil
+}
+
+// decodeOptionalString decodes a string member that may be missing (nil
+// raw) or null, returning nil then.
+func decodeOptionalString(name string, raw json.RawMessage) (*string, *protoError) {
+	raw = bytes.TrimSpace(raw)
+	if raw == nil || isNull(raw) {
+		return nil, nil
+	}
+	s, err := decodeString(name, raw)
+	if err != nil {
+		return nil, err
+	}
+	return &s, nil
 }
 
 type member struct {

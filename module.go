@@ -8,6 +8,7 @@ package dcr
 import (
 	"fmt"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -25,8 +26,9 @@ func init() {
 
 // Defaults of the handler's configuration.
 const (
-	defaultEndpoint = "/register"
-	defaultMaxBody  = 64 << 10
+	defaultEndpoint     = "/register"
+	defaultMaxBody      = 64 << 10
+	defaultTombstoneTTL = 30 * 24 * time.Hour
 
 	// maxMaxBody caps max_body: registration metadata is small, and the
 	// whole body is held in memory.
@@ -85,11 +87,45 @@ type Handler struct {
 	// 1 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
 
+	// Management enables the client configuration endpoint of RFC 7592
+	// at <endpoint>/<client_id>: registrations then return a
+	// registration access token and the endpoint's URL. When off, the
+	// endpoint answers 404. Default: true.
+	Management *bool `json:"management,omitempty"`
+
+	// BaseURL is the scheme and host, and any path prefix, under which
+	// clients reach the endpoint, such as "https://auth.example.com". It
+	// forms registration_client_uri. Set it when Caddy is behind another
+	// proxy. Default: empty, taking the scheme and host of each request.
+	BaseURL string `json:"base_url,omitempty"`
+
+	// RotateToken makes every successful RFC 7592 update return a new
+	// registration access token; the old one stops working. Reads never
+	// rotate. Default: true.
+	RotateToken *bool `json:"rotate_token,omitempty"`
+
+	// RotateSecret makes every successful RFC 7592 update of a client
+	// that has a secret return a new secret, as RFC 7592 section 2.2
+	// allows. Default: false.
+	RotateSecret bool `json:"rotate_secret,omitempty"`
+
+	// SecretOverlap is how long a secret replaced by rotation stays
+	// valid, so that running deployments can roll over. It never extends
+	// past the old secret's own expiry. Default: 0, the old secret stops
+	// working at once.
+	SecretOverlap caddy.Duration `json:"secret_overlap,omitempty"`
+
+	// TombstoneTTL is how long a deleted client's tombstone is kept, so
+	// that readers can tell it from a client that never existed. A
+	// background sweeper removes older ones. Default: 720h (30 days).
+	TombstoneTTL caddy.Duration `json:"tombstone_ttl,omitempty"`
+
 	logger   *zap.Logger
 	policy   *policy
 	store    *boltStore
 	storeKey string
 	released bool
+	stop     chan struct{}
 	now      func() time.Time
 }
 
@@ -120,10 +156,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.AuthMethods == nil {
 		h.AuthMethods = slices.Clone(defaultAuthMethods)
 	}
-	if h.RequireHTTPS == nil {
-		on := true
-		h.RequireHTTPS = &on
+	h.RequireHTTPS = orTrue(h.RequireHTTPS)
+	h.Management = orTrue(h.Management)
+	h.RotateToken = orTrue(h.RotateToken)
+	if h.TombstoneTTL == 0 {
+		h.TombstoneTTL = caddy.Duration(defaultTombstoneTTL)
 	}
+	h.BaseURL = strings.TrimSuffix(h.BaseURL, "/")
 	if h.Store == "" {
 		h.Store = filepath.Join(caddy.AppDataDir(), "dcr", "clients.db")
 	}
@@ -144,6 +183,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening client store %s: %w", h.Store, err)
 	}
 	h.store, h.storeKey = store, key
+
+	// The sweeper stops when this config is unloaded or cleaned up.
+	h.stop = make(chan struct{})
+	go h.sweepTombstones(ctx)
 	return nil
 }
 
@@ -155,8 +198,24 @@ func (h *Handler) Validate() error {
 	if h.MaxBody < 0 || h.MaxBody > maxMaxBody {
 		return fmt.Errorf("max_body %d: must be between 1 and %d bytes", h.MaxBody, maxMaxBody)
 	}
-	if h.SecretLifetime < 0 {
-		return fmt.Errorf("secret_lifetime %s: must not be negative", time.Duration(h.SecretLifetime))
+	for _, d := range []struct {
+		name  string
+		value caddy.Duration
+	}{
+		{"secret_lifetime", h.SecretLifetime},
+		{"secret_overlap", h.SecretOverlap},
+		{"tombstone_ttl", h.TombstoneTTL},
+	} {
+		if d.value < 0 {
+			return fmt.Errorf("%s %s: must not be negative", d.name, time.Duration(d.value))
+		}
+	}
+	if h.BaseURL != "" {
+		u, err := url.Parse(h.BaseURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") ||
+			u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("base_url %q: must be an absolute http(s) URL without query or fragment", h.BaseURL)
+		}
 	}
 	if len(h.GrantTypes) == 0 {
 		return fmt.Errorf("grant_types: at least one grant type is required")
@@ -208,6 +267,7 @@ func (h *Handler) Cleanup() error {
 		return nil
 	}
 	h.released = true
+	close(h.stop)
 	return releaseStore(h.storeKey)
 }
 
@@ -215,7 +275,11 @@ func (h *Handler) Cleanup() error {
 // others to next.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if r.URL.Path != h.Endpoint {
-		return next.ServeHTTP(w, r)
+		id, ok := strings.CutPrefix(r.URL.Path, h.Endpoint+"/")
+		if !ok || id == "" || strings.Contains(id, "/") {
+			return next.ServeHTTP(w, r)
+		}
+		return h.manage(w, r, id)
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -231,6 +295,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 func clientIP(r *http.Request) string {
 	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	return ip
+}
+
+// management reports whether the RFC 7592 endpoint is enabled.
+func (h *Handler) management() bool {
+	return *h.Management
+}
+
+// orTrue returns b, or a pointer to true when b is unset.
+func orTrue(b *bool) *bool {
+	if b == nil {
+		on := true
+		return &on
+	}
+	return b
 }
 
 // nonEmpty returns list, or nil for an empty list, which the policy reads

@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -17,10 +18,11 @@ import (
 )
 
 // Lengths of issued values in random bytes: 128 bits for a client ID, which
-// is public, and 256 bits for a secret.
+// is public, and 256 bits for a secret or a registration access token.
 const (
 	clientIDBytes = 16
 	secretBytes   = 32
+	tokenBytes    = 32
 )
 
 // registrationResponse is the client information response of RFC 7591
@@ -32,7 +34,28 @@ type registrationResponse struct {
 	ClientSecret          string `json:"client_secret,omitempty"`
 	ClientSecretExpiresAt *int64 `json:"client_secret_expires_at,omitempty"`
 
+	// RFC 7592 section 3: how the client manages its registration.
+	RegistrationAccessToken string `json:"registration_access_token,omitempty"`
+	RegistrationClientURI   string `json:"registration_client_uri,omitempty"`
+
 	Metadata clientdb.Metadata `json:"-"`
+}
+
+// clientInformation returns the client information response for a stored
+// client, without any plaintext secret or token: the caller adds those it
+// has just issued.
+func clientInformation(c *clientdb.Client) registrationResponse {
+	resp := registrationResponse{
+		ClientID:         c.ID,
+		ClientIDIssuedAt: c.IssuedAt,
+		Metadata:         c.Metadata,
+	}
+	if c.HasSecret() {
+		// A copy: the response must not alias the record.
+		expires := c.SecretExpiresAt
+		resp.ClientSecretExpiresAt = &expires
+	}
+	return resp
 }
 
 // MarshalJSON encodes the issued values and the metadata as one object.
@@ -74,19 +97,19 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
 		IssuedAt: now.Unix(),
 		Metadata: *m,
 	}
-	resp := registrationResponse{
-		ClientID:         c.ID,
-		ClientIDIssuedAt: c.IssuedAt,
-		Metadata:         c.Metadata,
-	}
+	var secret, token string
 	if issuesSecret(m) {
-		secret := randomString(secretBytes)
-		c.SecretHash = clientdb.HashSecret(secret)
-		if h.policy.secretLifetime > 0 {
-			c.SecretExpiresAt = now.Add(h.policy.secretLifetime).Unix()
-		}
-		resp.ClientSecret = secret
-		resp.ClientSecretExpiresAt = &c.SecretExpiresAt
+		secret = h.issueSecret(c, now)
+	}
+	if h.management() {
+		token = randomString(tokenBytes)
+		c.RegistrationTokenHash = clientdb.HashSecret(token)
+	}
+	resp := clientInformation(c)
+	resp.ClientSecret = secret
+	if token != "" {
+		resp.RegistrationAccessToken = token
+		resp.RegistrationClientURI = h.clientURI(r, c.ID)
 	}
 
 	// The commit goes on if the client hangs up: it may be in a group
@@ -116,9 +139,18 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// readMetadata checks the content type, reads the body within the size
-// limit and decodes it.
+// readMetadata reads the body of a registration request and decodes it.
 func (h *Handler) readMetadata(w http.ResponseWriter, r *http.Request) (*clientdb.Metadata, *protoError) {
+	body, perr := h.readBody(w, r)
+	if perr != nil {
+		return nil, perr
+	}
+	return decodeMetadata(body)
+}
+
+// readBody checks the content type and reads the body within the size
+// limit.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *protoError) {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
 		return nil, requestError(http.StatusUnsupportedMediaType,
@@ -139,7 +171,7 @@ func (h *Handler) readMetadata(w http.ResponseWriter, r *http.Request) (*clientd
 		return nil, requestError(http.StatusBadRequest, "read_body",
 			"request body could not be read")
 	}
-	return decodeMetadata(body)
+	return body, nil
 }
 
 // refused logs a refused registration with the rule that fired. The
@@ -159,6 +191,18 @@ func (h *Handler) refused(r *http.Request, e *protoError) {
 		return
 	}
 	h.logger.Info("registration refused", fields...)
+}
+
+// issueSecret gives c a new secret valid from now for the configured
+// lifetime and returns its plaintext.
+func (h *Handler) issueSecret(c *clientdb.Client, now time.Time) string {
+	secret := randomString(secretBytes)
+	c.SecretHash = clientdb.HashSecret(secret)
+	c.SecretExpiresAt = 0
+	if h.policy.secretLifetime > 0 {
+		c.SecretExpiresAt = now.Add(h.policy.secretLifetime).Unix()
+	}
+	return secret
 }
 
 // randomString returns n bytes from crypto/rand, base64url-encoded without

@@ -27,6 +27,23 @@ type Client struct {
 	// Unix epoch, or 0 if it never does. It is 0 when there is no secret.
 	SecretExpiresAt int64 `json:"client_secret_expires_at"`
 
+	// PreviousSecretHash is the hash of the secret that a rotation
+	// replaced, while it is still accepted; empty otherwise.
+	PreviousSecretHash string `json:"previous_secret_hash,omitempty"`
+
+	// PreviousSecretExpiresAt is when the previous secret stops being
+	// accepted, in seconds since the Unix epoch.
+	PreviousSecretExpiresAt int64 `json:"previous_secret_expires_at,omitempty"`
+
+	// RegistrationTokenHash is the hash, in the form [HashSecret] makes,
+	// of the registration access token with which the client manages its
+	// registration (RFC 7592), or empty when management is off.
+	RegistrationTokenHash string `json:"registration_access_token_hash,omitempty"`
+
+	// UpdatedAt is when the registration was last changed through RFC
+	// 7592, in seconds since the Unix epoch, or 0 if never.
+	UpdatedAt int64 `json:"client_updated_at,omitempty"`
+
 	// Metadata is the client metadata as registered, after the server
 	// applied its defaults.
 	Metadata Metadata `json:"metadata"`
@@ -37,16 +54,47 @@ func (c *Client) HasSecret() bool {
 	return c.SecretHash != ""
 }
 
-// VerifySecret reports whether secret is the client's secret and has not
-// expired at now. The comparison takes constant time in the secret.
+// VerifySecret reports whether secret is a secret of the client that is
+// valid at now: the current one before it expires, or the one a rotation
+// replaced while its overlap lasts. The comparison takes constant time in
+// the secret.
 func (c *Client) VerifySecret(secret string, now time.Time) bool {
-	if !c.HasSecret() {
-		return false
+	return c.CheckSecret(secret, now) == nil
+}
+
+// CheckSecret is VerifySecret with the reason for a refusal: nil when
+// secret is valid at now, [ErrSecretExpired] when it is the client's secret
+// but expired, [ErrSecretInvalid] otherwise.
+func (c *Client) CheckSecret(secret string, now time.Time) error {
+	// Both hashes are always compared, so that the time taken does not
+	// tell which one matched.
+	current := c.HasSecret() && VerifySecret(c.SecretHash, secret)
+	previous := c.PreviousSecretHash != "" &&
+		VerifySecret(c.PreviousSecretHash, secret)
+
+	switch {
+	case current && !expired(c.SecretExpiresAt, now):
+		return nil
+	case previous && !expired(c.PreviousSecretExpiresAt, now):
+		return nil
+	case current || previous:
+		return ErrSecretExpired
+	default:
+		return ErrSecretInvalid
 	}
-	if c.SecretExpiresAt != 0 && now.Unix() >= c.SecretExpiresAt {
-		return false
-	}
-	return VerifySecret(c.SecretHash, secret)
+}
+
+// VerifyRegistrationToken reports whether token is the client's
+// registration access token. It compares in constant time.
+func (c *Client) VerifyRegistrationToken(token string) bool {
+	return c.RegistrationTokenHash != "" &&
+		VerifySecret(c.RegistrationTokenHash, token)
+}
+
+// expired reports whether a time in Unix seconds, 0 meaning never, has
+// passed at now.
+func expired(at int64, now time.Time) bool {
+	return at != 0 && now.Unix() >= at
 }
 
 // secretHashPrefix names the hash function in a stored secret hash.

@@ -80,7 +80,9 @@ func (r *Reader) View(fn func(*Tx) error) error {
 	})
 }
 
-// Lookup returns the client with the given ID, or [ErrNotFound].
+// Lookup returns the live client with the given ID. It returns
+// [ErrDeleted] for a deleted or expired client and [ErrNotFound] for an
+// unknown one; [Reader.Tombstone] tells more about a deleted one.
 func (r *Reader) Lookup(id string) (*Client, error) {
 	var c *Client
 	err := r.View(func(tx *Tx) error {
@@ -91,8 +93,21 @@ func (r *Reader) Lookup(id string) (*Client, error) {
 	return c, err
 }
 
+// Tombstone returns the tombstone of a deleted or expired client, or
+// [ErrNotFound].
+func (r *Reader) Tombstone(id string) (*Tombstone, error) {
+	var ts *Tombstone
+	err := r.View(func(tx *Tx) error {
+		var err error
+		ts, err = tx.Tombstone(id)
+		return err
+	})
+	return ts, err
+}
+
 // VerifySecret looks up a client and reports whether secret is its current,
-// unexpired secret. It returns [ErrNotFound] for an unknown client.
+// unexpired secret. It returns [ErrNotFound] for an unknown client and
+// [ErrDeleted] for a deleted one.
 func (r *Reader) VerifySecret(id, secret string, now time.Time) (bool, error) {
 	c, err := r.Lookup(id)
 	if err != nil {

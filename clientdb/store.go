@@ -11,9 +11,11 @@ import (
 
 // Bucket and key names of the schema.
 var (
-	clientsBucket = []byte("clients")
-	metaBucket    = []byte("meta")
-	schemaKey     = []byte("schema_version")
+	clientsBucket    = []byte("clients")
+	tombstonesBucket = []byte("tombstones")
+	sweepBucket      = []byte("tombstone_expiry")
+	metaBucket       = []byte("meta")
+	schemaKey        = []byte("schema_version")
 )
 
 // SchemaVersion is the version of the schema this package reads and writes,
@@ -33,9 +35,21 @@ var (
 	// ErrNotFound is returned when no client has the requested ID.
 	ErrNotFound = errors.New("client not found")
 
-	// ErrExists is returned by [Tx.Create] when a client with the same ID
-	// is already stored.
+	// ErrExists is returned by [Tx.Create] when a client or a tombstone
+	// with the same ID is already stored.
 	ErrExists = errors.New("client already exists")
+
+	// ErrDeleted is returned, with the tombstone, when the requested
+	// client was deleted or expired.
+	ErrDeleted = errors.New("client deleted")
+
+	// ErrSecretExpired is returned by [Client.CheckSecret] for a secret
+	// of the client that has expired.
+	ErrSecretExpired = errors.New("client secret expired")
+
+	// ErrSecretInvalid is returned by [Client.CheckSecret] for a secret
+	// that is not the client's.
+	ErrSecretInvalid = errors.New("client secret invalid")
 
 	// ErrSchema is returned when the database was written with a schema
 	// version this package does not know.
@@ -55,7 +69,10 @@ func (t *Tx) clients() *bolt.Bucket {
 	return t.tx.Bucket(clientsBucket)
 }
 
-// Client returns the client with the given ID, or [ErrNotFound].
+// Client returns the live client with the given ID. It returns
+// [ErrDeleted] for a client that was deleted or expired (see
+// [Tx.Tombstone]), and [ErrNotFound] for an ID never issued or whose
+// tombstone was swept.
 func (t *Tx) Client(id string) (*Client, error) {
 	b := t.clients()
 	if b == nil {
@@ -63,6 +80,9 @@ func (t *Tx) Client(id string) (*Client, error) {
 	}
 	v := b.Get([]byte(id))
 	if v == nil {
+		if t.tombstones().Get([]byte(id)) != nil {
+			return nil, ErrDeleted
+		}
 		return nil, ErrNotFound
 	}
 	var c Client
@@ -72,7 +92,7 @@ func (t *Tx) Client(id string) (*Client, error) {
 	return &c, nil
 }
 
-// ForEach calls fn for every stored client in the order of their IDs,
+// ForEach calls fn for every live client in the order of their IDs,
 // stopping at the first error fn returns.
 func (t *Tx) ForEach(fn func(*Client) error) error {
 	b := t.clients()
@@ -88,7 +108,7 @@ func (t *Tx) ForEach(fn func(*Client) error) error {
 	})
 }
 
-// Count returns the number of stored clients.
+// Count returns the number of live clients. It reads the whole bucket.
 func (t *Tx) Count() int {
 	b := t.clients()
 	if b == nil {
@@ -104,7 +124,7 @@ func (t *Tx) Create(c *Client) error {
 	if b == nil || !t.tx.Writable() {
 		return errReadOnly
 	}
-	if b.Get([]byte(c.ID)) != nil {
+	if b.Get([]byte(c.ID)) != nil || t.tombstones().Get([]byte(c.ID)) != nil {
 		return ErrExists
 	}
 	return t.put(b, c)
@@ -160,8 +180,10 @@ func initSchema(tx *bolt.Tx) error {
 			return fmt.Errorf("storing schema version: %w", err)
 		}
 	}
-	if _, err := tx.CreateBucketIfNotExists(clientsBucket); err != nil {
-		return fmt.Errorf("creating bucket %q: %w", clientsBucket, err)
+	for _, name := range [][]byte{clientsBucket, tombstonesBucket, sweepBucket} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("creating bucket %q: %w", name, err)
+		}
 	}
 	return nil
 }

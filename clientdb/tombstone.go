@@ -1,0 +1,137 @@
+package clientdb
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Reasons recorded in a tombstone.
+const (
+	// ReasonDeleted marks a client deleted through RFC 7592 or by an
+	// operator.
+	ReasonDeleted = "deleted"
+
+	// ReasonExpired marks a client removed because it expired.
+	ReasonExpired = "expired"
+)
+
+// Tombstone is what remains of a deleted or expired client, in the
+// "tombstones" bucket under the client ID: enough to tell the client from
+// one that never existed, and to never issue its ID again. It holds no
+// secret, token or metadata.
+type Tombstone struct {
+	// ID is the deleted client's identifier.
+	ID string `json:"client_id"`
+
+	// IssuedAt is when the client was registered, in Unix seconds.
+	IssuedAt int64 `json:"client_id_issued_at"`
+
+	// DeletedAt is when the client was deleted, in Unix seconds.
+	DeletedAt int64 `json:"deleted_at"`
+
+	// Reason is [ReasonDeleted] or [ReasonExpired].
+	Reason string `json:"reason"`
+}
+
+// tombstones returns the tombstones bucket, or nil in an empty store.
+func (t *Tx) tombstones() *bolt.Bucket {
+	if t.tx == nil {
+		return nil
+	}
+	return t.tx.Bucket(tombstonesBucket)
+}
+
+// Tombstone returns the tombstone of a deleted client, or [ErrNotFound].
+func (t *Tx) Tombstone(id string) (*Tombstone, error) {
+	b := t.tombstones()
+	if b == nil {
+		return nil, ErrNotFound
+	}
+	v := b.Get([]byte(id))
+	if v == nil {
+		return nil, ErrNotFound
+	}
+	var ts Tombstone
+	if err := json.Unmarshal(v, &ts); err != nil {
+		return nil, fmt.Errorf("decoding tombstone %q: %w", id, err)
+	}
+	return &ts, nil
+}
+
+// Delete removes a live client and leaves a tombstone recording reason and
+// the time now. It returns [ErrNotFound] or [ErrDeleted] when there is no
+// live client with that ID.
+func (t *Tx) Delete(id, reason string, now time.Time) error {
+	clients := t.clients()
+	if clients == nil || !t.tx.Writable() {
+		return errReadOnly
+	}
+	c, err := t.Client(id)
+	if err != nil {
+		return err
+	}
+
+	ts := Tombstone{
+		ID:        id,
+		IssuedAt:  c.IssuedAt,
+		DeletedAt: now.Unix(),
+		Reason:    reason,
+	}
+	v, err := json.Marshal(ts)
+	if err != nil {
+		return fmt.Errorf("encoding tombstone %q: %w", id, err)
+	}
+	if err := clients.Delete([]byte(id)); err != nil {
+		return fmt.Errorf("deleting client %q: %w", id, err)
+	}
+	if err := t.tombstones().Put([]byte(id), v); err != nil {
+		return fmt.Errorf("storing tombstone %q: %w", id, err)
+	}
+	if err := t.tx.Bucket(sweepBucket).Put(sweepKey(ts.DeletedAt, id), nil); err != nil {
+		return fmt.Errorf("indexing tombstone %q: %w", id, err)
+	}
+	return nil
+}
+
+// SweepTombstones removes up to limit tombstones of clients deleted before
+// cutoff, oldest first, and returns how many it removed. The IDs they held
+// become unknown; being random, they are still never issued again.
+func (t *Tx) SweepTombstones(cutoff time.Time, limit int) (int, error) {
+	idx := t.tx.Bucket(sweepBucket)
+	if idx == nil || !t.tx.Writable() {
+		return 0, errReadOnly
+	}
+	end := sweepKey(cutoff.Unix(), "")
+
+	// Collect first: deleting under a cursor skips entries.
+	var keys [][]byte
+	c := idx.Cursor()
+	for k, _ := c.First(); k != nil && len(keys) < limit; k, _ = c.Next() {
+		if bytes.Compare(k, end) >= 0 {
+			break
+		}
+		keys = append(keys, bytes.Clone(k))
+	}
+	for _, k := range keys {
+		if err := t.tombstones().Delete(k[8:]); err != nil {
+			return 0, fmt.Errorf("sweeping tombstone %q: %w", k[8:], err)
+		}
+		if err := idx.Delete(k); err != nil {
+			return 0, fmt.Errorf("sweeping tombstone %q: %w", k[8:], err)
+		}
+	}
+	return len(keys), nil
+}
+
+// sweepKey is the key of the sweep index: the deletion time as eight
+// big-endian bytes, so that keys sort by time, followed by the client ID.
+func sweepKey(deletedAt int64, id string) []byte {
+	k := make([]byte, 8, 8+len(id))
+	binary.BigEndian.PutUint64(k, uint64(deletedAt))
+	return append(k, id...)
+}

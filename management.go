@@ -1,0 +1,350 @@
+package dcr
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-dcr/caddy-dcr/clientdb"
+)
+
+// errInvalidToken marks a management request whose registration access
+// token does not open the client it names, for whatever reason.
+var errInvalidToken = errors.New("invalid registration access token")
+
+// manage answers a request to the client configuration endpoint of RFC
+// 7592 section 2: read (GET), update (PUT) or delete (DELETE) the
+// registration of client id, authenticated by its registration access
+// token.
+func (h *Handler) manage(w http.ResponseWriter, r *http.Request, id string) error {
+	if !h.management() {
+		writeError(w, &protoError{
+			Status:      http.StatusNotFound,
+			Code:        codeInvalidRequest,
+			Description: "client configuration endpoint is not enabled",
+			Rule:        "management_off",
+		})
+		return nil
+	}
+
+	switch r.Method {
+	case http.MethodGet:
+		return h.readClient(w, r, id)
+	case http.MethodPut:
+		return h.updateClient(w, r, id)
+	case http.MethodDelete:
+		return h.deleteClient(w, r, id)
+	default:
+		w.Header().Set("Allow", "GET, PUT, DELETE")
+		writeError(w, requestError(http.StatusMethodNotAllowed, "method",
+			"method "+r.Method+" is not allowed; use GET, PUT or DELETE"))
+		return nil
+	}
+}
+
+// authenticate returns the client that the request's registration access
+// token opens. Every failure gives the same answer, so that nobody can
+// learn which client IDs exist.
+func (h *Handler) authenticate(r *http.Request, id string) (*clientdb.Client, string, error) {
+	token, ok := bearerToken(r)
+	if !ok {
+		return nil, "", errInvalidToken
+	}
+	c, err := h.store.Client(id)
+	if errors.Is(err, clientdb.ErrNotFound) || errors.Is(err, clientdb.ErrDeleted) {
+		return nil, "", errInvalidToken
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	if !c.VerifyRegistrationToken(token) {
+		return nil, "", errInvalidToken
+	}
+	return c, token, nil
+}
+
+// bearerToken returns the token of an "Authorization: Bearer" header (RFC
+// 6750 section 2.1).
+func bearerToken(r *http.Request) (string, bool) {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimLeft(token, " ")
+	if token == "" || len(token) > maxStringLength || !printableASCII(token) {
+		return "", false
+	}
+	return token, true
+}
+
+// readClient answers RFC 7592 section 2.1: the client information as
+// registered. The plaintext secret is not stored, so it is not returned.
+func (h *Handler) readClient(w http.ResponseWriter, r *http.Request, id string) error {
+	c, _, err := h.authenticate(r, id)
+	if err != nil {
+		h.manageFailed(w, r, "read", id, err)
+		return nil
+	}
+	resp := clientInformation(c)
+	resp.RegistrationClientURI = h.clientURI(r, c.ID)
+
+	h.logger.Info("client read",
+		zap.String("client_id", c.ID),
+		zap.String("client_ip", clientIP(r)))
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// updateClient answers RFC 7592 section 2.2: the request carries the full
+// metadata, which replaces the registered metadata after the same policy
+// as a registration.
+func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string) error {
+	c, token, err := h.authenticate(r, id)
+	if err != nil {
+		h.manageFailed(w, r, "update", id, err)
+		return nil
+	}
+
+	req, perr := h.readUpdate(w, r, c)
+	if perr == nil {
+		perr = h.policy.apply(&req.Metadata)
+	}
+	if perr != nil {
+		h.manageFailed(w, r, "update", id, perr)
+		return nil
+	}
+
+	// Issue new values before the transaction: the change function may
+	// run more than once and must do the same each time.
+	now := h.now()
+	newSecret := randomString(secretBytes)
+	newToken := ""
+	if *h.RotateToken {
+		newToken = randomString(tokenBytes)
+	}
+
+	var updated *clientdb.Client
+	var issuedSecret string
+	err = h.store.Update(context.WithoutCancel(r.Context()), func(tx *clientdb.Tx) error {
+		cur, err := tx.Client(id)
+		if errors.Is(err, clientdb.ErrNotFound) || errors.Is(err, clientdb.ErrDeleted) {
+			return errInvalidToken
+		}
+		if err != nil {
+			return err
+		}
+		// A concurrent update may have rotated the token, or a delete
+		// removed the client, since authenticate read it.
+		if !cur.VerifyRegistrationToken(token) {
+			return errInvalidToken
+		}
+		next, secret := h.applyUpdate(cur, &req.Metadata, newSecret, newToken, now)
+		updated, issuedSecret = next, secret
+		return tx.Put(next)
+	})
+	if err != nil {
+		h.manageFailed(w, r, "update", id, err)
+		return nil
+	}
+
+	resp := clientInformation(updated)
+	resp.ClientSecret = issuedSecret
+	resp.RegistrationAccessToken = newToken
+	resp.RegistrationClientURI = h.clientURI(r, id)
+
+	h.logger.Info("client updated",
+		zap.String("client_id", id),
+		zap.String("client_name", updated.Metadata.ClientName),
+		zap.Strings("grant_types", updated.Metadata.GrantTypes),
+		zap.Bool("secret_rotated", issuedSecret != ""),
+		zap.Bool("token_rotated", newToken != ""),
+		zap.String("client_ip", clientIP(r)))
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// applyUpdate returns the client that replaces cur with metadata m, and
+// the plaintext of a secret it issued, if any. Switching to a method
+// without a secret drops the secret; switching from one issues a secret;
+// with secret rotation on, every update of a client with a secret issues a
+// new one and the old one stays valid for the overlap.
+func (h *Handler) applyUpdate(cur *clientdb.Client, m *clientdb.Metadata,
+	newSecret, newToken string, now time.Time) (*clientdb.Client, string) {
+	next := *cur
+	next.Metadata = *m
+	next.UpdatedAt = now.Unix()
+	if newToken != "" {
+		next.RegistrationTokenHash = clientdb.HashSecret(newToken)
+	}
+
+	issued := ""
+	switch {
+	case !issuesSecret(m):
+		next.SecretHash, next.SecretExpiresAt = "", 0
+		next.PreviousSecretHash, next.PreviousSecretExpiresAt = "", 0
+	case !cur.HasSecret():
+		issued = newSecret
+	case h.RotateSecret:
+		issued = newSecret
+		next.PreviousSecretHash, next.PreviousSecretExpiresAt = "", 0
+		stillValid := cur.SecretExpiresAt == 0 || now.Unix() < cur.SecretExpiresAt
+		if h.SecretOverlap > 0 && stillValid {
+			until := now.Add(time.Duration(h.SecretOverlap)).Unix()
+			if cur.SecretExpiresAt != 0 && cur.SecretExpiresAt < until {
+				until = cur.SecretExpiresAt
+			}
+			next.PreviousSecretHash = cur.SecretHash
+			next.PreviousSecretExpiresAt = until
+		}
+	}
+	if issued != "" {
+		next.SecretHash = clientdb.HashSecret(issued)
+		next.SecretExpiresAt = 0
+		if h.policy.secretLifetime > 0 {
+			next.SecretExpiresAt = now.Add(h.policy.secretLifetime).Unix()
+		}
+	}
+	return &next, issued
+}
+
+// readUpdate reads and decodes an update request and checks the members
+// RFC 7592 section 2.2 constrains: no issued values other than client_id
+// and client_secret, which must be the current ones.
+func (h *Handler) readUpdate(w http.ResponseWriter, r *http.Request, c *clientdb.Client) (*request, *protoError) {
+	body, perr := h.readBody(w, r)
+	if perr != nil {
+		return nil, perr
+	}
+	req, perr := decodeRequest(body)
+	if perr != nil {
+		return nil, perr
+	}
+
+	if len(req.issued) > 0 {
+		return nil, requestError(http.StatusBadRequest, "update_issued_member",
+			"an update must not carry "+req.issued[0])
+	}
+	clientID, perr := decodeOptionalString("client_id", req.clientID)
+	if perr != nil {
+		return nil, perr
+	}
+	if clientID != nil && *clientID != c.ID {
+		return nil, requestError(http.StatusBadRequest, "update_client_id",
+			"client_id does not match the client being updated")
+	}
+	secret, perr := decodeOptionalString("client_secret", req.clientSecret)
+	if perr != nil {
+		return nil, perr
+	}
+	if secret != nil && !clientdb.VerifySecret(c.SecretHash, *secret) {
+		return nil, requestError(http.StatusBadRequest, "update_client_secret",
+			"client_secret is not the client's current secret")
+	}
+	return req, nil
+}
+
+// deleteClient answers RFC 7592 section 2.3: the client, its secret and
+// its token stop working at once, and a tombstone keeps its ID known.
+func (h *Handler) deleteClient(w http.ResponseWriter, r *http.Request, id string) error {
+	_, token, err := h.authenticate(r, id)
+	if err != nil {
+		h.manageFailed(w, r, "delete", id, err)
+		return nil
+	}
+
+	now := h.now()
+	err = h.store.Update(context.WithoutCancel(r.Context()), func(tx *clientdb.Tx) error {
+		cur, err := tx.Client(id)
+		if errors.Is(err, clientdb.ErrNotFound) || errors.Is(err, clientdb.ErrDeleted) {
+			return errInvalidToken
+		}
+		if err != nil {
+			return err
+		}
+		if !cur.VerifyRegistrationToken(token) {
+			return errInvalidToken
+		}
+		return tx.Delete(id, clientdb.ReasonDeleted, now)
+	})
+	if err != nil {
+		h.manageFailed(w, r, "delete", id, err)
+		return nil
+	}
+
+	h.logger.Info("client deleted",
+		zap.String("client_id", id),
+		zap.String("client_ip", clientIP(r)))
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// manageFailed answers and logs a failed management request. An
+// authentication failure is one uniform 401; the client ID is logged only
+// once the token has opened it, so that a probe cannot fill the log with
+// IDs of its choosing.
+func (h *Handler) manageFailed(w http.ResponseWriter, r *http.Request, op, id string, err error) {
+	var perr *protoError
+	switch {
+	case errors.Is(err, errInvalidToken):
+		h.logger.Info("client management refused",
+			zap.String("operation", op),
+			zap.String("error", "invalid_token"),
+			zap.String("client_ip", clientIP(r)))
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		writeError(w, &protoError{
+			Status:      http.StatusUnauthorized,
+			Code:        "invalid_token",
+			Description: "the registration access token is missing, invalid or not for this client",
+		})
+		return
+	case errors.As(err, &perr):
+	default:
+		perr = &protoError{
+			Status:      http.StatusServiceUnavailable,
+			Code:        codeServerError,
+			Description: "the client store is unavailable; try again later",
+			Rule:        "store",
+			Cause:       err,
+		}
+		w.Header().Set("Retry-After", "1")
+	}
+
+	fields := []zap.Field{
+		zap.String("operation", op),
+		zap.String("client_id", id),
+		zap.String("error", perr.Code),
+		zap.String("rule", perr.Rule),
+		zap.Int("status", perr.Status),
+		zap.String("client_ip", clientIP(r)),
+	}
+	if perr.Cause != nil {
+		fields = append(fields, zap.NamedError("cause", perr.Cause))
+	}
+	if perr.Status >= 500 {
+		h.logger.Error("client management failed", fields...)
+	} else {
+		h.logger.Info("client management refused", fields...)
+	}
+	writeError(w, perr)
+}
+
+// clientURI returns registration_client_uri for a client: the base URL if
+// configured, else the request's scheme and host, then the endpoint and
+// the client ID.
+func (h *Handler) clientURI(r *http.Request, id string) string {
+	base := h.BaseURL
+	if base == "" {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		base = scheme + "://" + r.Host
+	}
+	return base + h.Endpoint + "/" + url.PathEscape(id)
+}
