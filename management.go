@@ -13,6 +13,10 @@ import (
 	"github.com/caddy-dcr/caddy-dcr/clientdb"
 )
 
+// unknownClientHash is compared against tokens presented for clients that
+// do not exist; no token matches it.
+var unknownClientHash = clientdb.HashSecret("")
+
 // errInvalidToken marks a management request whose registration access
 // token does not open the client it names, for whatever reason.
 var errInvalidToken = errors.New("invalid registration access token")
@@ -57,6 +61,9 @@ func (h *Handler) authenticate(r *http.Request, id string) (*clientdb.Client, st
 	}
 	c, err := h.store.Client(id)
 	if errors.Is(err, clientdb.ErrNotFound) || errors.Is(err, clientdb.ErrDeleted) {
+		// Hash the token anyway, so that an unknown client costs the
+		// same as a wrong token.
+		clientdb.VerifySecret(unknownClientHash, token)
 		return nil, "", errInvalidToken
 	}
 	if err != nil {
