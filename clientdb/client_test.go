@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"reflect"
 	"slices"
 	"strings"
@@ -214,6 +215,27 @@ func TestClientJSONMembers(t *testing.T) {
 			want: []string{
 				"client_id", "client_id_issued_at",
 				"client_secret_expires_at", "metadata",
+			},
+		},
+		{
+			name: "rotated and managed",
+			client: Client{
+				ID:                      "rot",
+				IssuedAt:                1796314153,
+				SecretHash:              HashSecret("new"),
+				SecretExpiresAt:         1796400000,
+				PreviousSecretHash:      HashSecret("old"),
+				PreviousSecretExpiresAt: 1796317753,
+				RegistrationTokenHash:   HashSecret("token"),
+				UpdatedAt:               1796314200,
+				Metadata:                fullMetadata(),
+			},
+			want: []string{
+				"client_id", "client_id_issued_at",
+				"client_secret_expires_at", "client_secret_hash",
+				"client_updated_at", "metadata",
+				"previous_secret_expires_at", "previous_secret_hash",
+				"registration_access_token_hash",
 			},
 		},
 	}
@@ -463,6 +485,214 @@ func TestClientVerifySecret(t *testing.T) {
 			if tc.client.HasSecret() != (tc.client.SecretHash != "") {
 				t.Errorf("HasSecret = %v with hash %q",
 					tc.client.HasSecret(), tc.client.SecretHash)
+			}
+		})
+	}
+}
+
+// TestClientRotationMembers decodes the members of rotation and management
+// by the names the README documents, then encodes them back: a swap of two
+// tags of the same type would pass a round trip but not this.
+func TestClientRotationMembers(t *testing.T) {
+	const doc = `{
+	  "client_id": "rot",
+	  "client_id_issued_at": 1796314153,
+	  "client_secret_hash": "sha256:47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU",
+	  "client_secret_expires_at": 1796400000,
+	  "previous_secret_hash": "sha256:previous",
+	  "previous_secret_expires_at": 1796317753,
+	  "registration_access_token_hash": "sha256:token",
+	  "client_updated_at": 1796314200,
+	  "metadata": {
+	    "token_endpoint_auth_method": "client_secret_basic",
+	    "grant_types": ["client_credentials"],
+	    "response_types": []
+	  }
+	}`
+	var c Client
+	if err := json.Unmarshal([]byte(doc), &c); err != nil {
+		t.Fatalf("Unmarshal: %v", err)
+	}
+	want := Client{
+		ID:                      "rot",
+		IssuedAt:                1796314153,
+		SecretHash:              "sha256:47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU",
+		SecretExpiresAt:         1796400000,
+		PreviousSecretHash:      "sha256:previous",
+		PreviousSecretExpiresAt: 1796317753,
+		RegistrationTokenHash:   "sha256:token",
+		UpdatedAt:               1796314200,
+		Metadata: Metadata{
+			TokenEndpointAuthMethod: "client_secret_basic",
+			GrantTypes:              []string{"client_credentials"},
+			ResponseTypes:           []string{},
+		},
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("decoded:\n got %+v\nwant %+v", c, want)
+	}
+
+	data, err := json.Marshal(&c)
+	if err != nil {
+		t.Fatalf("Marshal: %v", err)
+	}
+	got := members(t, data)
+	for name, v := range members(t, []byte(doc)) {
+		if name == "metadata" {
+			continue
+		}
+		if string(got[name]) != string(v) {
+			t.Errorf("member %q = %s, want %s", name, got[name], v)
+		}
+	}
+}
+
+func TestClientCheckSecret(t *testing.T) {
+	const current, previous = "current secret", "previous secret"
+	now := time.Unix(1796400000, 0)
+	at := func(d time.Duration) int64 { return now.Add(d).Unix() }
+
+	// rotated has both secrets, each expiring at the given time.
+	rotated := func(currentExp, previousExp int64) Client {
+		return Client{
+			SecretHash:              HashSecret(current),
+			SecretExpiresAt:         currentExp,
+			PreviousSecretHash:      HashSecret(previous),
+			PreviousSecretExpiresAt: previousExp,
+		}
+	}
+
+	tests := []struct {
+		name   string
+		client Client
+		secret string
+		want   error
+	}{
+		{
+			name:   "current, never expires",
+			client: Client{SecretHash: HashSecret(current)},
+			secret: current,
+		},
+		{
+			name:   "current, a second before expiry",
+			client: rotated(at(time.Second), at(time.Second)),
+			secret: current,
+		},
+		{
+			// The expiry is the first second at which it is invalid.
+			name:   "current, at expiry",
+			client: rotated(at(0), at(time.Hour)),
+			secret: current,
+			want:   ErrSecretExpired,
+		},
+		{
+			name:   "current, after expiry",
+			client: rotated(at(-time.Hour), at(-2*time.Hour)),
+			secret: current,
+			want:   ErrSecretExpired,
+		},
+		{
+			name:   "previous, within the overlap",
+			client: rotated(0, at(time.Hour)),
+			secret: previous,
+		},
+		{
+			name:   "previous, a second before its expiry",
+			client: rotated(0, at(time.Second)),
+			secret: previous,
+		},
+		{
+			name:   "previous, at its expiry",
+			client: rotated(0, at(0)),
+			secret: previous,
+			want:   ErrSecretExpired,
+		},
+		{
+			name:   "previous, after its expiry",
+			client: rotated(0, at(-time.Hour)),
+			secret: previous,
+			want:   ErrSecretExpired,
+		},
+		{
+			name:   "current, after the previous expired",
+			client: rotated(0, at(-time.Hour)),
+			secret: current,
+		},
+		{
+			name:   "wrong secret",
+			client: rotated(0, at(time.Hour)),
+			secret: "guess",
+			want:   ErrSecretInvalid,
+		},
+		{
+			// Only the client's own secret learns that it expired.
+			name:   "wrong secret, both expired",
+			client: rotated(at(-time.Hour), at(-time.Hour)),
+			secret: "guess",
+			want:   ErrSecretInvalid,
+		},
+		{
+			name:   "empty secret",
+			client: rotated(0, at(time.Hour)),
+			secret: "",
+			want:   ErrSecretInvalid,
+		},
+		{
+			name:   "no secret, empty presented",
+			client: Client{ID: "public"},
+			secret: "",
+			want:   ErrSecretInvalid,
+		},
+		{
+			name:   "no secret, some presented",
+			client: Client{ID: "public"},
+			secret: current,
+			want:   ErrSecretInvalid,
+		},
+		{
+			name:   "the hash as the secret",
+			client: rotated(0, at(time.Hour)),
+			secret: HashSecret(current),
+			want:   ErrSecretInvalid,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.client.CheckSecret(tc.secret, now)
+			if !errors.Is(err, tc.want) {
+				t.Errorf("CheckSecret = %v, want %v", err, tc.want)
+			}
+			got := tc.client.VerifySecret(tc.secret, now)
+			if got != (tc.want == nil) {
+				t.Errorf("VerifySecret = %v, want %v", got, tc.want == nil)
+			}
+		})
+	}
+}
+
+func TestClientVerifyRegistrationToken(t *testing.T) {
+	token := randomSecret(t)
+	tests := []struct {
+		name  string
+		hash  string
+		token string
+		want  bool
+	}{
+		{"right token", HashSecret(token), token, true},
+		{"wrong token", HashSecret(token), token + "x", false},
+		{"empty token", HashSecret(token), "", false},
+		{"the hash as the token", HashSecret(token), HashSecret(token), false},
+		// No hash means management is off: nothing opens it.
+		{"no hash, empty token", "", "", false},
+		{"no hash, some token", "", token, false},
+		{"malformed hash, empty token", "sha256:", "", false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Client{ID: "c", RegistrationTokenHash: tc.hash}
+			if got := c.VerifyRegistrationToken(tc.token); got != tc.want {
+				t.Errorf("VerifyRegistrationToken(%q) = %v, want %v",
+					tc.token, got, tc.want)
 			}
 		})
 	}

@@ -80,7 +80,7 @@ func (t *Tx) Client(id string) (*Client, error) {
 	}
 	v := b.Get([]byte(id))
 	if v == nil {
-		if t.tombstones().Get([]byte(id)) != nil {
+		if ts := t.tombstones(); ts != nil && ts.Get([]byte(id)) != nil {
 			return nil, ErrDeleted
 		}
 		return nil, ErrNotFound
@@ -124,20 +124,31 @@ func (t *Tx) Create(c *Client) error {
 	if b == nil || !t.tx.Writable() {
 		return errReadOnly
 	}
-	if b.Get([]byte(c.ID)) != nil || t.tombstones().Get([]byte(c.ID)) != nil {
+	if b.Get([]byte(c.ID)) != nil || t.isTombstoned(c.ID) {
 		return ErrExists
 	}
 	return t.put(b, c)
 }
 
-// Put stores a client, replacing any client with the same ID. It fails on
-// a read-only transaction.
+// Put stores a client, replacing any live client with the same ID. It
+// returns [ErrDeleted] for the ID of a deleted client and fails on a
+// read-only transaction.
 func (t *Tx) Put(c *Client) error {
 	b := t.clients()
 	if b == nil || !t.tx.Writable() {
 		return errReadOnly
 	}
+	if t.isTombstoned(c.ID) {
+		// An ID is never issued again once deleted.
+		return ErrDeleted
+	}
 	return t.put(b, c)
+}
+
+// isTombstoned reports whether id belongs to a deleted client.
+func (t *Tx) isTombstoned(id string) bool {
+	ts := t.tombstones()
+	return ts != nil && ts.Get([]byte(id)) != nil
 }
 
 // errReadOnly is returned by the writing methods of a read-only Tx.

@@ -102,11 +102,15 @@ func (t *Tx) Delete(id, reason string, now time.Time) error {
 // cutoff, oldest first, and returns how many it removed. The IDs they held
 // become unknown; being random, they are still never issued again.
 func (t *Tx) SweepTombstones(cutoff time.Time, limit int) (int, error) {
-	idx := t.tx.Bucket(sweepBucket)
-	if idx == nil || !t.tx.Writable() {
+	if t.tx == nil || !t.tx.Writable() {
 		return 0, errReadOnly
 	}
-	end := sweepKey(cutoff.Unix(), "")
+	idx := t.tx.Bucket(sweepBucket)
+	if idx == nil {
+		return 0, errReadOnly
+	}
+	// A cutoff before 1970 would wrap around as an unsigned key.
+	end := sweepKey(max(cutoff.Unix(), 0), "")
 
 	// Collect first: deleting under a cursor skips entries.
 	var keys [][]byte
