@@ -495,7 +495,6 @@ func TestTombstoneWritesReadOnly(t *testing.T) {
 // A server upgraded in place serves lookups from such a file until its
 // first write, and other processes read it too.
 func TestReaderStoreWithoutTombstoneBuckets(t *testing.T) {
-
 	w, path := newWriter(t)
 	old, err := json.Marshal(testClient("old"))
 	if err != nil {
@@ -691,7 +690,6 @@ func TestSweepTombstonesBatches(t *testing.T) {
 // 1970 (tombstone_ttl 36500d, meant as "keep"). Nothing was deleted that
 // early, so nothing may go.
 func TestSweepTombstonesCutoffBeforeEpoch(t *testing.T) {
-
 	tests := []struct {
 		name   string
 		cutoff time.Time
@@ -733,7 +731,6 @@ func TestSweepTombstonesCutoffBeforeEpoch(t *testing.T) {
 // again. Either fix passes: Put refusing the ID with ErrDeleted, or Put
 // clearing the old tombstone and its index entry.
 func TestTxPutOverTombstone(t *testing.T) {
-
 	w, path := newWriter(t)
 	store(t, w, testClient("a"))
 	deleteAt(t, w, 100, "a")
