@@ -52,6 +52,9 @@ type request struct {
 
 	// issued names the members of issuedMembers present, in order.
 	issued []string
+
+	// secret is client_secret once an update has decoded and checked it.
+	secret *string
 }
 
 // decodeRequest is decodeMetadata keeping the issued values the client

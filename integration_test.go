@@ -84,6 +84,14 @@ func startDCR(t *testing.T, options ...string) *itServer {
 		logFile: filepath.Join(dir, "dcr.log"),
 		client:  itClient(),
 	}
+	s.load(t, options...)
+	return s
+}
+
+// load loads itCaddyfile again with the same store and log file and the
+// given dcr subdirectives: a config reload, as "caddy reload" does it.
+func (s *itServer) load(t *testing.T, options ...string) {
+	t.Helper()
 	var opts strings.Builder
 	for _, o := range options {
 		opts.WriteString("\t\t" + o + "\n")
@@ -94,7 +102,6 @@ func startDCR(t *testing.T, options ...string) *itServer {
 	if t.Failed() {
 		t.FailNow()
 	}
-	return s
 }
 
 // itClient returns a client that reaches every localhost address over
@@ -143,9 +150,20 @@ func (s *itServer) post(t *testing.T, body string, headers ...string) *itRespons
 func (s *itServer) request(t *testing.T, method, path string, body io.Reader,
 	headers ...string) *itResponse {
 	t.Helper()
+	r, err := s.do(method, path, body, headers...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// do is request for goroutines other than the test's own, which must not
+// call t.Fatal: it returns what went wrong instead.
+func (s *itServer) do(method, path string, body io.Reader,
+	headers ...string) (*itResponse, error) {
 	req, err := http.NewRequest(method, itSite+path, body)
 	if err != nil {
-		t.Fatalf("building request: %v", err)
+		return nil, fmt.Errorf("building request: %w", err)
 	}
 	if method == http.MethodPost {
 		req.Header.Set("Content-Type", "application/json")
@@ -153,7 +171,7 @@ func (s *itServer) request(t *testing.T, method, path string, body io.Reader,
 	for _, h := range headers {
 		name, value, ok := strings.Cut(h, ":")
 		if !ok {
-			t.Fatalf("header %q: want \"Name: value\"", h)
+			return nil, fmt.Errorf("header %q: want \"Name: value\"", h)
 		}
 		if value = strings.TrimSpace(value); value == "" {
 			req.Header.Del(name)
@@ -164,12 +182,12 @@ func (s *itServer) request(t *testing.T, method, path string, body io.Reader,
 
 	resp, err := s.client.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("reading response to %s %s: %v", method, path, err)
+		return nil, fmt.Errorf("reading response to %s %s: %w", method, path, err)
 	}
 
 	r := &itResponse{status: resp.StatusCode, header: resp.Header, body: raw}
@@ -177,10 +195,10 @@ func (s *itServer) request(t *testing.T, method, path string, body io.Reader,
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.UseNumber()
 		if err := dec.Decode(&r.obj); err != nil {
-			t.Fatalf("%s %s: decoding %q: %v", method, path, raw, err)
+			return nil, fmt.Errorf("%s %s: decoding %q: %w", method, path, raw, err)
 		}
 	}
-	return r
+	return r, nil
 }
 
 // count returns the number of clients in the store, read through the
@@ -363,9 +381,10 @@ func itDecode(t *testing.T, src string) map[string]any {
 }
 
 // itIssued are the members of a registration response that the server
-// issues rather than echoes.
+// issues rather than echoes, the last two for RFC 7592 management.
 var itIssued = []string{
 	"client_id", "client_id_issued_at", "client_secret", "client_secret_expires_at",
+	"registration_access_token", "registration_client_uri",
 }
 
 // itMetadata returns the registered metadata of a client information
@@ -406,6 +425,22 @@ func (s *itServer) checkStored(t *testing.T, resp map[string]any) {
 		t.Errorf("client ID %q not found in the store file", id)
 	}
 
+	// The registration access token, like the secret, is kept only as a
+	// hash that verifies.
+	if token, ok := resp["registration_access_token"].(string); ok {
+		if !c.VerifyRegistrationToken(token) {
+			t.Error("VerifyRegistrationToken is false for the issued token")
+		}
+		if c.VerifyRegistrationToken(token + "x") {
+			t.Error("VerifyRegistrationToken is true for a different token")
+		}
+		if bytes.Contains(file, []byte(token)) {
+			t.Error("the plaintext registration access token is in the store file")
+		}
+	} else if c.RegistrationTokenHash != "" {
+		t.Errorf("client issued no token has token hash %q", c.RegistrationTokenHash)
+	}
+
 	secret, hasSecret := resp["client_secret"].(string)
 	if !hasSecret {
 		if c.HasSecret() || c.SecretExpiresAt != 0 {
@@ -440,6 +475,8 @@ func itReg(rest string) string {
 	return `{"redirect_uris":["https://app.example.com/cb"],` + rest + `}`
 }
 
+// Issued values are base64url without padding: 128 bits for an ID, 256
+// for a secret or a registration access token.
 var (
 	itClientIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{22,}$`)
 	itSecretPattern   = regexp.MustCompile(`^[A-Za-z0-9_-]{43,}$`)
@@ -475,7 +512,58 @@ func TestIntegrationRegisterDefaults(t *testing.T) {
 	if exp := itInt(t, resp, "client_secret_expires_at"); exp != 0 {
 		t.Errorf("client_secret_expires_at %d, want 0", exp)
 	}
+
+	// Management is on by default: RFC 7592 section 3 members are there.
+	token := itString(t, resp, "registration_access_token")
+	if !itSecretPattern.MatchString(token) {
+		t.Errorf("registration_access_token %q is not 43+ URL-safe characters", token)
+	}
+	if token == resp["client_secret"] {
+		t.Error("registration_access_token equals client_secret")
+	}
+	id := itString(t, resp, "client_id")
+	uri := itString(t, resp, "registration_client_uri")
+	if want := itSite + "/register/" + id; uri != want {
+		t.Errorf("registration_client_uri %q, want %q", uri, want)
+	}
 	s.checkStored(t, resp)
+}
+
+func TestIntegrationManagementOff(t *testing.T) {
+	s := startDCR(t, "management off")
+
+	resp := s.register(t, itValidBody)
+	for _, k := range []string{"registration_access_token", "registration_client_uri"} {
+		if v, ok := resp[k]; ok {
+			t.Errorf("%s present (%v) with management off", k, v)
+		}
+	}
+	s.checkStored(t, resp)
+	id := itString(t, resp, "client_id")
+	before := s.lookup(t, id)
+
+	// Without management the configuration endpoint does not exist, for
+	// any method and with or without a token; it is not passed on either.
+	for _, method := range []string{
+		http.MethodGet, http.MethodPut, http.MethodDelete, http.MethodPost,
+	} {
+		for _, auth := range []string{"Authorization:", "Authorization: Bearer x"} {
+			t.Run(method+" "+auth, func(t *testing.T) {
+				r := s.request(t, method, "/register/"+id,
+					strings.NewReader(itValidBody),
+					"Content-Type: application/json", auth)
+				if r.status != http.StatusNotFound {
+					t.Errorf("status %d, want 404; body %s", r.status, r.body)
+				}
+				if bytes.HasPrefix(r.body, []byte("backend")) {
+					t.Errorf("passed through to the backend: %s", r.body)
+				}
+			})
+		}
+	}
+	if after := s.lookup(t, id); !reflect.DeepEqual(after, before) {
+		t.Errorf("client changed:\n%+v\nwas\n%+v", after, before)
+	}
 }
 
 func TestIntegrationRegisterEchoesMetadata(t *testing.T) {
@@ -673,13 +761,16 @@ func TestIntegrationIssuedValuesAreDistinct(t *testing.T) {
 		resp := s.register(t, itValidBody)
 		id := itString(t, resp, "client_id")
 		secret := itString(t, resp, "client_secret")
+		token := itString(t, resp, "registration_access_token")
 		if !itClientIDPattern.MatchString(id) {
 			t.Errorf("client_id %q is not 22+ URL-safe characters", id)
 		}
-		if !itSecretPattern.MatchString(secret) {
-			t.Errorf("client_secret %q is not 43+ URL-safe characters", secret)
+		for _, v := range []string{secret, token} {
+			if !itSecretPattern.MatchString(v) {
+				t.Errorf("%q is not 43+ URL-safe characters", v)
+			}
 		}
-		for _, v := range []string{id, secret} {
+		for _, v := range []string{id, secret, token} {
 			if seen[v] {
 				t.Errorf("value %q issued twice", v)
 			}
@@ -1069,12 +1160,28 @@ func TestIntegrationEndpoint(t *testing.T) {
 	}
 	itAssertJSONHeaders(t, r)
 	s.checkStored(t, r.obj)
+	id := itString(t, r.obj, "client_id")
+	uri := itString(t, r.obj, "registration_client_uri")
+	if want := itSite + "/oauth/register/" + id; uri != want {
+		t.Errorf("registration_client_uri %q, want %q", uri, want)
+	}
+	token := itString(t, r.obj, "registration_access_token")
+	got := s.request(t, http.MethodGet, "/oauth/register/"+id, nil,
+		"Authorization: Bearer "+token)
+	if got.status != http.StatusOK || got.obj["client_id"] != id {
+		t.Errorf("GET %s: %d %s, want 200 and the client", uri, got.status, got.body)
+	}
 
-	// The default path is now an ordinary path for the backend.
+	// The default paths are now ordinary paths for the backend.
 	r = s.post(t, itValidBody)
 	want := "backend POST /register probe= body=" + itValidBody
 	if r.status != http.StatusOK || string(r.body) != want {
 		t.Errorf("POST /register: %d %q, want 200 %q", r.status, r.body, want)
+	}
+	r = s.request(t, http.MethodGet, "/register/"+id, nil, "Authorization: Bearer "+token)
+	want = "backend GET /register/" + id + " probe= body="
+	if r.status != http.StatusOK || string(r.body) != want {
+		t.Errorf("GET /register/<id>: %d %q, want 200 %q", r.status, r.body, want)
 	}
 
 	r = s.request(t, http.MethodGet, "/oauth/register", nil)
@@ -1317,12 +1424,12 @@ func TestIntegrationPassThrough(t *testing.T) {
 		{"token", http.MethodPost, "/token", "grant_type=authorization_code&code=xyz",
 			[]string{"Content-Type: application/x-www-form-urlencoded", "X-Probe: p1"},
 			"backend POST /token probe=p1 body=grant_type=authorization_code&code=xyz"},
-		{"below the endpoint", http.MethodPost, "/register/x", itValidBody, nil,
-			"backend POST /register/x probe= body=" + itValidBody},
 		{"endpoint with a trailing slash", http.MethodPost, "/register/", itValidBody,
 			nil, "backend POST /register/ probe= body=" + itValidBody},
-		{"GET below the endpoint", http.MethodGet, "/register/x?y=1", "", nil,
-			"backend GET /register/x?y=1 probe= body="},
+		{"two levels below the endpoint", http.MethodGet, "/register/x/y?z=1", "",
+			nil, "backend GET /register/x/y?z=1 probe= body="},
+		{"prefix of the endpoint", http.MethodGet, "/registerx", "", nil,
+			"backend GET /registerx probe= body="},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1340,6 +1447,32 @@ func TestIntegrationPassThrough(t *testing.T) {
 			}
 			if got := s.count(t); got != before {
 				t.Errorf("store holds %d clients, want %d", got, before)
+			}
+		})
+	}
+
+	// One level below the endpoint is the RFC 7592 client configuration
+	// endpoint, which the handler answers itself.
+	notPassed := []struct {
+		name   string
+		method string
+		status int
+	}{
+		{"GET without a token", http.MethodGet, http.StatusUnauthorized},
+		{"PUT without a token", http.MethodPut, http.StatusUnauthorized},
+		{"DELETE without a token", http.MethodDelete, http.StatusUnauthorized},
+		{"POST", http.MethodPost, http.StatusMethodNotAllowed},
+	}
+	for _, tc := range notPassed {
+		t.Run("below the endpoint "+tc.name, func(t *testing.T) {
+			r := s.request(t, tc.method, "/register/x?y=1",
+				strings.NewReader(itValidBody), "Content-Type: application/json")
+			if r.status != tc.status {
+				t.Errorf("status %d, want %d; body %s", r.status, tc.status, r.body)
+			}
+			itAssertJSONHeaders(t, r)
+			if bytes.HasPrefix(r.body, []byte("backend")) {
+				t.Errorf("passed through to the backend: %s", r.body)
 			}
 		})
 	}
@@ -1384,6 +1517,7 @@ func TestIntegrationLogging(t *testing.T) {
 	resp := s.register(t, okBody)
 	id := itString(t, resp, "client_id")
 	secret := itString(t, resp, "client_secret")
+	token := itString(t, resp, "registration_access_token")
 
 	badBody := `{"redirect_uris":["https://log-marker-bad.example.com/cb#frag-9c1d"]}`
 	s.postRefused(t, badBody, itRefusal{400, "invalid_redirect_uri", "fragment"})
@@ -1428,7 +1562,7 @@ func TestIntegrationLogging(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, leak := range []string{
-		secret, okBody, badBody, "sw-marker-7f3a", "log-marker-ok",
+		secret, token, okBody, badBody, "sw-marker-7f3a", "log-marker-ok",
 		"log-marker-bad", "frag-9c1d",
 	} {
 		if strings.Contains(string(raw), leak) {

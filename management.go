@@ -150,6 +150,11 @@ func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string
 		if !cur.VerifyRegistrationToken(token) {
 			return errInvalidToken
 		}
+		// Checked again here: a concurrent update may have rotated the
+		// secret since readUpdate looked.
+		if req.secret != nil && !clientdb.VerifySecret(cur.SecretHash, *req.secret) {
+			return errWrongSecret()
+		}
 		next, secret := h.applyUpdate(cur, &req.Metadata, newSecret, newToken, now)
 		updated, issuedSecret = next, secret
 		return tx.Put(next)
@@ -249,10 +254,17 @@ func (h *Handler) readUpdate(w http.ResponseWriter, r *http.Request, c *clientdb
 		return nil, perr
 	}
 	if secret != nil && !clientdb.VerifySecret(c.SecretHash, *secret) {
-		return nil, requestError(http.StatusBadRequest, "update_client_secret",
-			"client_secret is not the client's current secret")
+		return nil, errWrongSecret()
 	}
+	req.secret = secret
 	return req, nil
+}
+
+// errWrongSecret is the answer to an update whose client_secret is not the
+// client's current secret (RFC 7592 section 2.2).
+func errWrongSecret() *protoError {
+	return requestError(http.StatusBadRequest, "update_client_secret",
+		"client_secret is not the client's current secret")
 }
 
 // deleteClient answers RFC 7592 section 2.3: the client, its secret and
