@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"flag"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -29,7 +31,8 @@ var update = flag.Bool("update", false,
 var handlerFields = []string{
 	"handler", "endpoint", "store", "grant_types", "auth_methods",
 	"scopes", "default_scope", "require_https", "redirect_schemes",
-	"secret_lifetime", "max_body",
+	"secret_lifetime", "max_body", "management", "base_url",
+	"rotate_token", "rotate_secret", "secret_overlap", "tombstone_ttl",
 }
 
 // TestCaddyfileAdapt adapts Caddyfiles with the caddyfile adapter and
@@ -65,6 +68,12 @@ func TestCaddyfileAdapt(t *testing.T) {
 		redirect_schemes myapp
 		secret_lifetime 720h
 		max_body 16KiB
+		management on
+		base_url https://auth.example.com/idp
+		rotate_token on
+		rotate_secret on
+		secret_overlap 1h30m
+		tombstone_ttl 7d
 	}
 }
 `,
@@ -86,7 +95,28 @@ func TestCaddyfileAdapt(t *testing.T) {
 				RedirectSchemes: []string{"myapp"},
 				SecretLifetime:  caddy.Duration(720 * time.Hour),
 				MaxBody:         16 << 10,
+				Management:      &on,
+				BaseURL:         "https://auth.example.com/idp",
+				RotateToken:     &on,
+				RotateSecret:    true,
+				SecretOverlap:   caddy.Duration(90 * time.Minute),
+				TombstoneTTL:    caddy.Duration(7 * 24 * time.Hour),
 			},
+		},
+		{
+			// "off" must survive into the JSON as false, not be
+			// dropped as empty and then defaulted back to on.
+			name: "management_off",
+			caddyfile: `:8080 {
+	dcr {
+		management off
+		rotate_token off
+		rotate_secret off
+		tombstone_ttl 0s
+	}
+}
+`,
+			want: Handler{Management: &off, RotateToken: &off},
 		},
 		{
 			// reverse_proxy comes first in the file; the directive
@@ -261,6 +291,44 @@ func TestCaddyfileUnmarshal(t *testing.T) {
 		{"max_body bytes", "dcr {\n max_body 4096\n}", Handler{MaxBody: 4096}},
 		{"max_body 1MiB", "dcr {\n max_body 1MiB\n}", Handler{MaxBody: 1 << 20}},
 		{"max_body 1MB", "dcr {\n max_body 1MB\n}", Handler{MaxBody: 1000000}},
+		{"management on", "dcr {\n management on\n}", Handler{Management: &on}},
+		{"management off", "dcr {\n management off\n}", Handler{Management: &off}},
+		{
+			"base_url", "dcr {\n base_url https://a.example/p/\n}",
+			Handler{BaseURL: "https://a.example/p/"},
+		},
+		{
+			// Checked by Validate, which sees JSON configs too.
+			"base_url unchecked", "dcr {\n base_url ftp://a\n}",
+			Handler{BaseURL: "ftp://a"},
+		},
+		{"rotate_token on", "dcr {\n rotate_token on\n}", Handler{RotateToken: &on}},
+		{"rotate_token off", "dcr {\n rotate_token off\n}", Handler{RotateToken: &off}},
+		{"rotate_secret on", "dcr {\n rotate_secret on\n}", Handler{RotateSecret: true}},
+		{"rotate_secret off", "dcr {\n rotate_secret off\n}", Handler{}},
+		{
+			"secret_overlap", "dcr {\n secret_overlap 90s\n}",
+			Handler{SecretOverlap: caddy.Duration(90 * time.Second)},
+		},
+		{"secret_overlap zero", "dcr {\n secret_overlap 0\n}", Handler{}},
+		{
+			"tombstone_ttl days", "dcr {\n tombstone_ttl 90d\n}",
+			Handler{TombstoneTTL: caddy.Duration(90 * 24 * time.Hour)},
+		},
+		{
+			"all management subdirectives",
+			"dcr {\n management off\n base_url http://h:8080\n" +
+				" rotate_token off\n rotate_secret on\n" +
+				" secret_overlap 1h\n tombstone_ttl 1h\n}",
+			Handler{
+				Management:    &off,
+				BaseURL:       "http://h:8080",
+				RotateToken:   &off,
+				RotateSecret:  true,
+				SecretOverlap: caddy.Duration(time.Hour),
+				TombstoneTTL:  caddy.Duration(time.Hour),
+			},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -355,6 +423,78 @@ func TestCaddyfileErrors(t *testing.T) {
 		{
 			"max_body 2MiB", "dcr {\n max_body 2MiB\n}",
 			[]string{"max_body", `"2MiB"`},
+		},
+		{"management missing", "dcr {\n management\n}", argc},
+		{"management two", "dcr {\n management on off\n}", argc},
+		{
+			"management bad", "dcr {\n management enabled\n}",
+			[]string{"management", `"enabled"`, "on or off", "Testfile:2"},
+		},
+		{
+			"management true", "dcr {\n management true\n}",
+			[]string{"management", `"true"`},
+		},
+		{
+			"management duplicate", "dcr {\n management on\n management off\n}",
+			[]string{"management given more than once", "Testfile:3"},
+		},
+		{"base_url missing", "dcr {\n base_url\n}", argc},
+		{"base_url two", "dcr {\n base_url https://a https://b\n}", argc},
+		{
+			"base_url duplicate", "dcr {\n base_url https://a\n base_url https://a\n}",
+			[]string{"base_url given more than once"},
+		},
+		{"rotate_token missing", "dcr {\n rotate_token\n}", argc},
+		{
+			"rotate_token bad", "dcr {\n rotate_token 1\n}",
+			[]string{"rotate_token", `"1"`, "on or off"},
+		},
+		{
+			"rotate_token duplicate", "dcr {\n rotate_token on\n rotate_token on\n}",
+			[]string{"rotate_token given more than once"},
+		},
+		{"rotate_secret missing", "dcr {\n rotate_secret\n}", argc},
+		{"rotate_secret two", "dcr {\n rotate_secret on on\n}", argc},
+		{
+			"rotate_secret bad", "dcr {\n rotate_secret Off\n}",
+			[]string{"rotate_secret", `"Off"`, "on or off"},
+		},
+		{
+			"rotate_secret duplicate",
+			"dcr {\n rotate_secret off\n rotate_secret on\n}",
+			[]string{"rotate_secret given more than once", "Testfile:3"},
+		},
+		{"secret_overlap missing", "dcr {\n secret_overlap\n}", argc},
+		{"secret_overlap two", "dcr {\n secret_overlap 1h 2h\n}", argc},
+		{
+			"secret_overlap bad", "dcr {\n secret_overlap soon\n}",
+			[]string{"secret_overlap", `"soon"`, "Testfile:2"},
+		},
+		{
+			"secret_overlap negative", "dcr {\n secret_overlap -5m\n}",
+			[]string{"secret_overlap", `"-5m"`, "negative"},
+		},
+		{
+			"secret_overlap duplicate",
+			"dcr {\n secret_overlap 1h\n secret_overlap 1h\n}",
+			[]string{"secret_overlap given more than once"},
+		},
+		{"tombstone_ttl missing", "dcr {\n tombstone_ttl\n}", argc},
+		{
+			"tombstone_ttl bad", "dcr {\n tombstone_ttl 30days\n}",
+			[]string{"tombstone_ttl", `"30days"`, "Testfile:2"},
+		},
+		{
+			"tombstone_ttl no unit", "dcr {\n tombstone_ttl 30\n}",
+			[]string{"tombstone_ttl", `"30"`},
+		},
+		{
+			"tombstone_ttl negative", "dcr {\n tombstone_ttl -1d\n}",
+			[]string{"tombstone_ttl", `"-1d"`, "negative"},
+		},
+		{
+			"tombstone_ttl duplicate", "dcr {\n tombstone_ttl 1d\n tombstone_ttl 2d\n}",
+			[]string{"tombstone_ttl given more than once"},
 		},
 		{
 			// A nested block is not part of the syntax.
@@ -496,6 +636,69 @@ func TestValidate(t *testing.T) {
 			}, "auth_methods",
 		},
 		{
+			"management settings", func(h *Handler) {
+				off := false
+				h.Management = &off
+				h.RotateToken = &off
+				h.RotateSecret = true
+				h.SecretOverlap = caddy.Duration(time.Hour)
+				h.TombstoneTTL = caddy.Duration(time.Hour)
+			}, "",
+		},
+		{"base_url https", func(h *Handler) { h.BaseURL = "https://a.example" }, ""},
+		{
+			"base_url with port and path", func(h *Handler) {
+				h.BaseURL = "http://localhost:8080/idp/"
+			}, "",
+		},
+		{
+			"base_url relative", func(h *Handler) { h.BaseURL = "/idp" },
+			`base_url "/idp"`,
+		},
+		{
+			"base_url without scheme", func(h *Handler) {
+				h.BaseURL = "auth.example.com"
+			}, `base_url "auth.example.com"`,
+		},
+		{
+			"base_url host only with port", func(h *Handler) {
+				h.BaseURL = "auth.example.com:443"
+			}, "base_url",
+		},
+		{
+			"base_url ftp", func(h *Handler) { h.BaseURL = "ftp://a.example" },
+			`base_url "ftp://a.example"`,
+		},
+		{
+			"base_url without host", func(h *Handler) { h.BaseURL = "https:///idp" },
+			"base_url",
+		},
+		{
+			"base_url with query", func(h *Handler) {
+				h.BaseURL = "https://a.example/?x=1"
+			}, "query",
+		},
+		{
+			"base_url with fragment", func(h *Handler) {
+				h.BaseURL = "https://a.example/#f"
+			}, "base_url",
+		},
+		{
+			"base_url unparsable", func(h *Handler) {
+				h.BaseURL = "https://a.example:port/"
+			}, "base_url",
+		},
+		{
+			"secret_overlap negative", func(h *Handler) {
+				h.SecretOverlap = caddy.Duration(-time.Minute)
+			}, "secret_overlap -1m0s: must not be negative",
+		},
+		{
+			"tombstone_ttl negative", func(h *Handler) {
+				h.TombstoneTTL = caddy.Duration(-time.Nanosecond)
+			}, "tombstone_ttl -1ns: must not be negative",
+		},
+		{
 			"grant type with space", func(h *Handler) {
 				h.GrantTypes = []string{"authorization_code refresh_token"}
 			}, "grant_types",
@@ -534,5 +737,24 @@ func TestValidateEmptyScopes(t *testing.T) {
 	v.Scopes, v.DefaultScope = h.Scopes, h.DefaultScope
 	if err := v.Validate(); err != nil {
 		t.Errorf(`"scopes": [] refuses every scope: %v`, err)
+	}
+}
+
+// TestValidateBaseURLEmptyQuery shows that a base_url ending in a bare "?"
+// or "#" passes Validate although it carries a (empty) query or fragment:
+// url.Parse reports neither in RawQuery or Fragment. The endpoint path is
+// then appended after the "?" or "#", so registration_client_uri points at
+// the base URL itself.
+func TestValidateBaseURLEmptyQuery(t *testing.T) {
+	for _, base := range []string{"https://a.example/?", "https://a.example#"} {
+		t.Run(base, func(t *testing.T) {
+			h := provisioned()
+			h.BaseURL = base
+			if err := h.Validate(); err == nil {
+				r := httptest.NewRequest(http.MethodPost, "/register", nil)
+				t.Errorf("Validate accepted base_url %q; client URI %q",
+					base, h.clientURI(r, "id"))
+			}
+		})
 	}
 }

@@ -273,6 +273,14 @@ func TestDecodeMetadataAccepted(t *testing.T) {
 			clientdb.Metadata{},
 		},
 		{
+			// A registration ignores what an update must refuse.
+			"issued members of any type ignored",
+			`{"registration_access_token":1,"registration_client_uri":{},
+			  "client_id_issued_at":"x","client_secret_expires_at":[],
+			  "client_id":null,"client_name":"a"}`,
+			clientdb.Metadata{ClientName: "a"},
+		},
+		{
 			"language-tagged members",
 			`{"client_name":"Demo","client_name#ja-Jpan-JP":"デモ",
 			  "client_uri#fr":"https://a.example/fr",
@@ -341,5 +349,144 @@ func TestDecodeMetadataLongName(t *testing.T) {
 		http.StatusBadRequest, "json_duplicate", "...")
 	if len(err.Description) > 200 {
 		t.Errorf("description is %d bytes long", len(err.Description))
+	}
+}
+
+// TestDecodeRequest covers what decodeRequest keeps beyond the metadata
+// for an RFC 7592 update: the issued members present, in the order sent,
+// and client_id and client_secret exactly as sent, whatever their type.
+func TestDecodeRequest(t *testing.T) {
+	cases := []struct {
+		name         string
+		body         string
+		issued       []string
+		clientID     string // raw; "" for absent
+		clientSecret string
+		meta         clientdb.Metadata
+	}{
+		{
+			name: "none",
+			body: `{"client_name":"a"}`,
+			meta: clientdb.Metadata{ClientName: "a"},
+		},
+		{
+			name: "issued members in order",
+			body: `{"client_id_issued_at":1,"client_name":"a",
+				"registration_client_uri":"https://a.example/r/x",
+				"registration_access_token":"t",
+				"client_secret_expires_at":0}`,
+			issued: []string{
+				"client_id_issued_at", "registration_client_uri",
+				"registration_access_token", "client_secret_expires_at",
+			},
+			meta: clientdb.Metadata{ClientName: "a"},
+		},
+		{
+			// Presence counts, not the value.
+			name: "issued members of any type",
+			body: `{"client_secret_expires_at":null,
+				"registration_access_token":{"a":1}}`,
+			issued: []string{
+				"client_secret_expires_at", "registration_access_token",
+			},
+		},
+		{
+			name:   "issued member spelled with an escape",
+			body:   `{"client_id_issued_\u0061t":1}`,
+			issued: []string{"client_id_issued_at"},
+		},
+		{
+			name:         "client_id and client_secret strings",
+			body:         `{"client_secret":"s3cret","client_id":"abc"}`,
+			clientID:     `"abc"`,
+			clientSecret: `"s3cret"`,
+		},
+		{
+			name:         "client_id and client_secret of other types",
+			body:         `{"client_id":42,"client_secret":["x"]}`,
+			clientID:     `42`,
+			clientSecret: `["x"]`,
+		},
+		{
+			name:         "client_id and client_secret null",
+			body:         `{"client_id":null,"client_secret":null}`,
+			clientID:     `null`,
+			clientSecret: `null`,
+		},
+		{
+			name:     "client_id escapes kept",
+			body:     `{"client_id":"a\u0062c"}`,
+			clientID: `"a\u0062c"`,
+		},
+		{
+			// Not metadata: a look-alike name is an unknown member.
+			name: "client_id in other case",
+			body: `{"Client_ID":"abc","CLIENT_SECRET":"s"}`,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := decodeRequest([]byte(tc.body))
+			if err != nil {
+				t.Fatalf("decodeRequest: %v", err)
+			}
+			if !reflect.DeepEqual(req.issued, tc.issued) {
+				t.Errorf("issued = %q, want %q", req.issued, tc.issued)
+			}
+			for _, raw := range []struct {
+				name string
+				got  json.RawMessage
+				want string
+			}{
+				{"client_id", req.clientID, tc.clientID},
+				{"client_secret", req.clientSecret, tc.clientSecret},
+			} {
+				if string(raw.got) != raw.want {
+					t.Errorf("%s = %#q, want %#q", raw.name, raw.got, raw.want)
+				}
+			}
+			if !reflect.DeepEqual(req.Metadata, tc.meta) {
+				t.Errorf("metadata =\n%#v\nwant\n%#v", req.Metadata, tc.meta)
+			}
+		})
+	}
+}
+
+// TestDecodeRequestRefused checks that the members decodeRequest keeps
+// aside are still subject to the rules for the whole object.
+func TestDecodeRequestRefused(t *testing.T) {
+	cases := []struct {
+		name, body, rule, want string
+	}{
+		{
+			"duplicate client_id", `{"client_id":"a","client_id":"a"}`,
+			"json_duplicate", `"client_id"`,
+		},
+		{
+			"duplicate client_secret", `{"client_secret":"a","client_secret":"b"}`,
+			"json_duplicate", `"client_secret"`,
+		},
+		{
+			"duplicate issued member",
+			`{"client_id_issued_at":1,"client_id_issued_at":1}`,
+			"json_duplicate", `"client_id_issued_at"`,
+		},
+		{
+			"metadata error after issued member",
+			`{"registration_access_token":"t","grant_types":"code"}`,
+			"json_type", "grant_types must be an array of strings",
+		},
+		{"not an object", `["client_id"]`, "json_object", "JSON object"},
+		{"trailing data", `{"client_id":"a"} 1`, "json_syntax", "not valid JSON"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := decodeRequest([]byte(tc.body))
+			if req != nil {
+				t.Errorf("request = %+v, want nil", req)
+			}
+			checkProtoErr(t, err, codeInvalidClientMetadata,
+				http.StatusBadRequest, tc.rule, tc.want)
+		})
 	}
 }

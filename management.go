@@ -94,7 +94,7 @@ func bearerToken(r *http.Request) (string, bool) {
 func (h *Handler) readClient(w http.ResponseWriter, r *http.Request, id string) error {
 	c, _, err := h.authenticate(r, id)
 	if err != nil {
-		h.manageFailed(w, r, "read", id, err)
+		h.manageFailed(w, r, "read", "", err)
 		return nil
 	}
 	resp := clientInformation(c)
@@ -113,7 +113,7 @@ func (h *Handler) readClient(w http.ResponseWriter, r *http.Request, id string) 
 func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string) error {
 	c, token, err := h.authenticate(r, id)
 	if err != nil {
-		h.manageFailed(w, r, "update", id, err)
+		h.manageFailed(w, r, "update", "", err)
 		return nil
 	}
 
@@ -183,8 +183,9 @@ func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string
 // applyUpdate returns the client that replaces cur with metadata m, and
 // the plaintext of a secret it issued, if any. Switching to a method
 // without a secret drops the secret; switching from one issues a secret;
-// with secret rotation on, every update of a client with a secret issues a
-// new one and the old one stays valid for the overlap.
+// an expired secret is replaced; with secret rotation on, every update of
+// a client with a secret issues a new one and the old one stays valid for
+// the overlap.
 func (h *Handler) applyUpdate(cur *clientdb.Client, m *clientdb.Metadata,
 	newSecret, newToken string, now time.Time) (*clientdb.Client, string) {
 	next := *cur
@@ -201,6 +202,10 @@ func (h *Handler) applyUpdate(cur *clientdb.Client, m *clientdb.Metadata,
 		next.PreviousSecretHash, next.PreviousSecretExpiresAt = "", 0
 	case !cur.HasSecret():
 		issued = newSecret
+	case cur.SecretExpiresAt != 0 && now.Unix() >= cur.SecretExpiresAt:
+		// An update is how a client renews an expired secret.
+		issued = newSecret
+		next.PreviousSecretHash, next.PreviousSecretExpiresAt = "", 0
 	case h.RotateSecret:
 		issued = newSecret
 		next.PreviousSecretHash, next.PreviousSecretExpiresAt = "", 0
@@ -272,7 +277,7 @@ func errWrongSecret() *protoError {
 func (h *Handler) deleteClient(w http.ResponseWriter, r *http.Request, id string) error {
 	_, token, err := h.authenticate(r, id)
 	if err != nil {
-		h.manageFailed(w, r, "delete", id, err)
+		h.manageFailed(w, r, "delete", "", err)
 		return nil
 	}
 
@@ -304,9 +309,9 @@ func (h *Handler) deleteClient(w http.ResponseWriter, r *http.Request, id string
 }
 
 // manageFailed answers and logs a failed management request. An
-// authentication failure is one uniform 401; the client ID is logged only
-// once the token has opened it, so that a probe cannot fill the log with
-// IDs of its choosing.
+// authentication failure is one uniform 401. Callers pass the client ID
+// only once the token has opened the client, so that a probe cannot fill
+// the log with IDs of its choosing; it is "" before.
 func (h *Handler) manageFailed(w http.ResponseWriter, r *http.Request, op, id string, err error) {
 	var perr *protoError
 	switch {
@@ -334,14 +339,15 @@ func (h *Handler) manageFailed(w http.ResponseWriter, r *http.Request, op, id st
 		w.Header().Set("Retry-After", "1")
 	}
 
-	fields := []zap.Field{
-		zap.String("operation", op),
-		zap.String("client_id", id),
+	fields := []zap.Field{zap.String("operation", op)}
+	if id != "" {
+		fields = append(fields, zap.String("client_id", id))
+	}
+	fields = append(fields,
 		zap.String("error", perr.Code),
 		zap.String("rule", perr.Rule),
 		zap.Int("status", perr.Status),
-		zap.String("client_ip", clientIP(r)),
-	}
+		zap.String("client_ip", clientIP(r)))
 	if perr.Cause != nil {
 		fields = append(fields, zap.NamedError("cause", perr.Cause))
 	}

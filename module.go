@@ -213,8 +213,9 @@ func (h *Handler) Validate() error {
 	if h.BaseURL != "" {
 		u, err := url.Parse(h.BaseURL)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") ||
-			u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			return fmt.Errorf("base_url %q: must be an absolute http(s) URL without query or fragment", h.BaseURL)
+			u.Host == "" || u.User != nil || strings.ContainsAny(h.BaseURL, "?#") {
+			return fmt.Errorf("base_url %q: must be an absolute http(s) URL "+
+				"without user information, query or fragment", h.BaseURL)
 		}
 	}
 	if len(h.GrantTypes) == 0 {

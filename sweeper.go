@@ -29,13 +29,16 @@ func (h *Handler) sweepTombstones(ctx context.Context) {
 	ticker := time.NewTicker(sweepInterval(ttl))
 	defer ticker.Stop()
 
+	// Sweep first, then wait: every config reload starts a new sweeper,
+	// and one that waited first would never sweep on a server reloaded
+	// more often than its interval.
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-h.stop:
 			return
-		case <-ticker.C:
+		default:
 		}
 
 		cutoff := h.now().Add(-ttl)
@@ -58,6 +61,14 @@ func (h *Handler) sweepTombstones(ctx context.Context) {
 			if n < sweepBatch {
 				break
 			}
+		}
+
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.stop:
+			return
+		case <-ticker.C:
 		}
 	}
 }
