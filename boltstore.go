@@ -69,6 +69,11 @@ func (s *boltStore) Update(ctx context.Context, fn func(*clientdb.Tx) error) err
 	return s.writer.Update(ctx, fn)
 }
 
+// View runs fn in a read-only transaction.
+func (s *boltStore) View(fn func(*clientdb.Tx) error) error {
+	return s.writer.View(fn)
+}
+
 // Client returns the stored client with the given ID.
 func (s *boltStore) Client(id string) (*clientdb.Client, error) {
 	var c *clientdb.Client

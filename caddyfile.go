@@ -43,6 +43,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		rotate_secret    on|off
 //		secret_overlap   <duration>
 //		tombstone_ttl    <duration>
+//		discovery        on|off
+//		expire_unused    <duration>
+//		enforce {
+//			authorize          <path>
+//			token              <path>
+//			registered_only
+//			client_id_header   <name>
+//			client_name_header <name>
+//			client_type_header <name>
+//		}
 //	}
 //
 // Every subdirective is optional and may appear once.
@@ -98,6 +108,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.SecretOverlap, err = duration(d, name)
 		case "tombstone_ttl":
 			h.TombstoneTTL, err = duration(d, name)
+		case "discovery":
+			h.Discovery, err = onOff(d, name)
+		case "expire_unused":
+			h.ExpireUnused, err = duration(d, name)
+		case "enforce":
+			h.Enforce, err = parseEnforce(d)
 		default:
 			return d.Errf("unknown subdirective %s", name)
 		}
@@ -106,6 +122,47 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// parseEnforce parses the enforce block.
+func parseEnforce(d *caddyfile.Dispenser) (*Enforce, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	e := &Enforce{}
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if seen[name] {
+			return nil, d.Errf("enforce: subdirective %s given more than once", name)
+		}
+		seen[name] = true
+
+		var err error
+		switch name {
+		case "authorize":
+			e.Authorize, err = oneArg(d)
+		case "token":
+			e.Token, err = oneArg(d)
+		case "registered_only":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			e.RegisteredOnly = true
+		case "client_id_header":
+			e.ClientIDHeader, err = oneArg(d)
+		case "client_name_header":
+			e.ClientNameHeader, err = oneArg(d)
+		case "client_type_header":
+			e.ClientTypeHeader, err = oneArg(d)
+		default:
+			return nil, d.Errf("enforce: unknown subdirective %s", name)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return e, nil
 }
 
 // duration parses the single, non-negative duration argument of the

@@ -363,13 +363,18 @@ func (h *Handler) manageFailed(w http.ResponseWriter, r *http.Request, op, id st
 // configured, else the request's scheme and host, then the endpoint and
 // the client ID.
 func (h *Handler) clientURI(r *http.Request, id string) string {
-	base := h.BaseURL
-	if base == "" {
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https"
-		}
-		base = scheme + "://" + r.Host
+	return h.baseURL(r) + h.Endpoint + "/" + url.PathEscape(id)
+}
+
+// baseURL returns the configured base URL, or the request's scheme and
+// host.
+func (h *Handler) baseURL(r *http.Request) string {
+	if h.BaseURL != "" {
+		return h.BaseURL
 	}
-	return base + h.Endpoint + "/" + url.PathEscape(id)
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
 }

@@ -115,6 +115,24 @@ type Handler struct {
 	// working at once.
 	SecretOverlap caddy.Duration `json:"secret_overlap,omitempty"`
 
+	// Discovery adds registration_endpoint to the backend's authorization
+	// server metadata (RFC 8414, OpenID Connect Discovery) as it passes
+	// through, and lists what the registration policy allows among the
+	// supported auth methods, grant types and response types. Default:
+	// true.
+	Discovery *bool `json:"discovery,omitempty"`
+
+	// Enforce, when set, holds registered clients to their registration
+	// at the backend's authorization and token endpoints and passes their
+	// identity to the backend. Default: unset, not enforced.
+	Enforce *Enforce `json:"enforce,omitempty"`
+
+	// ExpireUnused deletes clients, leaving a tombstone, that have not
+	// been used at an enforced endpoint for this long, or never since
+	// registration. Use is only seen where enforcement runs. Default: 0,
+	// clients never expire.
+	ExpireUnused caddy.Duration `json:"expire_unused,omitempty"`
+
 	// TombstoneTTL is how long a deleted client's tombstone is kept, so
 	// that readers can tell it from a client that never existed. A
 	// background sweeper removes older ones. Default: 720h (30 days).
@@ -127,6 +145,11 @@ type Handler struct {
 	released bool
 	stop     chan struct{}
 	now      func() time.Time
+	usage    *usageTracker
+
+	// identity is the enforcement config, or its defaults when
+	// enforcement is off, so that identity headers are always stripped.
+	identity *Enforce
 }
 
 // CaddyModule returns the Caddy module information.
@@ -159,6 +182,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.RequireHTTPS = orTrue(h.RequireHTTPS)
 	h.Management = orTrue(h.Management)
 	h.RotateToken = orTrue(h.RotateToken)
+	h.Discovery = orTrue(h.Discovery)
+	h.identity = &Enforce{}
+	if h.Enforce != nil {
+		h.identity = h.Enforce
+	}
+	h.identity.provision()
 	if h.TombstoneTTL == 0 {
 		h.TombstoneTTL = caddy.Duration(defaultTombstoneTTL)
 	}
@@ -186,7 +215,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	// The sweeper stops when this config is unloaded or cleaned up.
 	h.stop = make(chan struct{})
+	h.usage = &usageTracker{}
 	go h.sweepTombstones(ctx)
+	if h.ExpireUnused > 0 {
+		go h.expireUnused(ctx)
+	}
+	if h.Enforce != nil {
+		go h.flushUsage(ctx)
+	}
 	return nil
 }
 
@@ -205,9 +241,25 @@ func (h *Handler) Validate() error {
 		{"secret_lifetime", h.SecretLifetime},
 		{"secret_overlap", h.SecretOverlap},
 		{"tombstone_ttl", h.TombstoneTTL},
+		{"expire_unused", h.ExpireUnused},
 	} {
 		if d.value < 0 {
 			return fmt.Errorf("%s %s: must not be negative", d.name, time.Duration(d.value))
+		}
+	}
+	if e := h.Enforce; e != nil {
+		for _, p := range []struct{ name, path string }{
+			{"authorize", e.Authorize}, {"token", e.Token},
+		} {
+			if p.path != "" && !strings.HasPrefix(p.path, "/") {
+				return fmt.Errorf("enforce %s %q: must be a path starting with /", p.name, p.path)
+			}
+			if p.path == h.Endpoint {
+				return fmt.Errorf("enforce %s %q: is the registration endpoint", p.name, p.path)
+			}
+		}
+		if e.Authorize == "" && e.Token == "" {
+			return fmt.Errorf("enforce: name the authorize or the token endpoint, or both")
 		}
 	}
 	if h.BaseURL != "" {
@@ -275,12 +327,15 @@ func (h *Handler) Cleanup() error {
 // ServeHTTP answers requests to the registration endpoint and passes all
 // others to next.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if r.URL.Path != h.Endpoint {
-		id, ok := strings.CutPrefix(r.URL.Path, h.Endpoint+"/")
-		if !ok || id == "" || strings.Contains(id, "/") {
-			return next.ServeHTTP(w, r)
+	h.stripIdentity(r)
+
+	path := r.URL.Path
+	if path != h.Endpoint {
+		if id, ok := strings.CutPrefix(path, h.Endpoint+"/"); ok &&
+			id != "" && !strings.Contains(id, "/") {
+			return h.manage(w, r, id)
 		}
-		return h.manage(w, r, id)
+		return h.forward(w, r, next)
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -289,6 +344,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	return h.register(w, r)
+}
+
+// forward passes a request that is not for the registration endpoints on
+// to next, through discovery or enforcement where configured.
+func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	path := r.URL.Path
+	switch {
+	case *h.Discovery && r.Method == http.MethodGet && isMetadataPath(path):
+		return h.serveMetadata(w, r, next)
+	case h.Enforce == nil:
+		return next.ServeHTTP(w, r)
+	case h.Enforce.Authorize != "" && path == h.Enforce.Authorize:
+		return h.enforceAuthorize(w, r, next)
+	case h.Enforce.Token != "" && path == h.Enforce.Token:
+		return h.enforceToken(w, r, next)
+	}
+	return next.ServeHTTP(w, r)
 }
 
 // clientIP returns the client's IP address as Caddy determined it, which

@@ -72,3 +72,56 @@ func (h *Handler) sweepTombstones(ctx context.Context) {
 		}
 	}
 }
+
+// expireBatch bounds the clients examined in one read of the store.
+const expireBatch = 1000
+
+// expireUnused deletes clients unused for ExpireUnused, scanning the store
+// in bounded batches, until ctx ends or the handler is cleaned up.
+func (h *Handler) expireUnused(ctx context.Context) {
+	idle := time.Duration(h.ExpireUnused)
+	ticker := time.NewTicker(sweepInterval(idle))
+	defer ticker.Stop()
+
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.stop:
+			return
+		case <-ticker.C:
+		}
+
+		now := h.now()
+		cutoff := now.Add(-idle)
+		after := ""
+		for {
+			var ids []string
+			err := h.store.View(func(tx *clientdb.Tx) error {
+				var err error
+				ids, after, err = tx.Unused(cutoff, after, expireBatch)
+				return err
+			})
+			if err == nil && len(ids) > 0 {
+				n := 0
+				err = h.store.Update(ctx, func(tx *clientdb.Tx) error {
+					var err error
+					n, err = tx.ExpireUnused(ids, cutoff, now)
+					return err
+				})
+				if err == nil && n > 0 {
+					h.logger.Info("unused clients expired", zap.Int("count", n))
+				}
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					h.logger.Error("expiring unused clients", zap.Error(err))
+				}
+				break
+			}
+			if after == "" {
+				break
+			}
+		}
+	}
+}

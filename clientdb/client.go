@@ -44,6 +44,12 @@ type Client struct {
 	// 7592, in seconds since the Unix epoch, or 0 if never.
 	UpdatedAt int64 `json:"client_updated_at,omitempty"`
 
+	// LastUsedAt is when the gateway last admitted the client at the
+	// backend's authorization or token endpoint, in seconds since the
+	// Unix epoch, or 0 if never. It is written in the background and may
+	// lag by a few seconds.
+	LastUsedAt int64 `json:"last_used_at,omitempty"`
+
 	// Metadata is the client metadata as registered, after the server
 	// applied its defaults.
 	Metadata Metadata `json:"metadata"`

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -138,4 +139,69 @@ func sweepKey(deletedAt int64, id string) []byte {
 	k := make([]byte, 8, 8+len(id))
 	binary.BigEndian.PutUint64(k, uint64(deletedAt))
 	return append(k, id...)
+}
+
+// Unused returns the IDs of live clients not used since cutoff (by
+// LastUsedAt, or IssuedAt for clients never used), scanning at most limit
+// clients in ID order after the ID after ("" to start at the first). It
+// also returns the last ID scanned, to resume from, or "" at the end.
+func (t *Tx) Unused(cutoff time.Time, after string, limit int) (ids []string, last string, err error) {
+	b := t.clients()
+	if b == nil {
+		return nil, "", nil
+	}
+	c := b.Cursor()
+	k, v := c.First()
+	if after != "" {
+		k, v = c.Seek([]byte(after))
+		if k != nil && string(k) == after {
+			k, v = c.Next()
+		}
+	}
+	for n := 0; k != nil && n < limit; k, v = c.Next() {
+		n++
+		last = string(k)
+		var cl Client
+		if err := json.Unmarshal(v, &cl); err != nil {
+			return nil, "", fmt.Errorf("decoding client %q: %w", k, err)
+		}
+		if cl.unusedSince(cutoff) {
+			ids = append(ids, cl.ID)
+		}
+	}
+	if k == nil {
+		last = ""
+	}
+	return ids, last, nil
+}
+
+// unusedSince reports whether the client was last used, or registered if
+// never used, before cutoff.
+func (c *Client) unusedSince(cutoff time.Time) bool {
+	seen := max(c.LastUsedAt, c.IssuedAt)
+	return seen < cutoff.Unix()
+}
+
+// ExpireUnused deletes, leaving tombstones with [ReasonExpired], those of
+// the given clients that are still unused since cutoff, and returns how
+// many it deleted.
+func (t *Tx) ExpireUnused(ids []string, cutoff, now time.Time) (int, error) {
+	n := 0
+	for _, id := range ids {
+		c, err := t.Client(id)
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrDeleted) {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if !c.unusedSince(cutoff) {
+			continue
+		}
+		if err := t.Delete(id, ReasonExpired, now); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }

@@ -1,0 +1,448 @@
+package dcr
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"mime"
+
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-dcr/caddy-dcr/clientdb"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// Enforce names the backend's endpoints at which the handler holds
+// registered clients to their registration.
+type Enforce struct {
+	// Authorize is the path of the backend's authorization endpoint.
+	// Requests there from registered clients must use a registered
+	// redirect URI and response type, and public clients must use PKCE
+	// with S256. Default: empty, not checked.
+	Authorize string `json:"authorize,omitempty"`
+
+	// Token is the path of the backend's token endpoint. Requests there
+	// from registered clients must authenticate as registered and use a
+	// registered grant type. Default: empty, not checked.
+	Token string `json:"token,omitempty"`
+
+	// RegisteredOnly refuses client IDs the store does not know at both
+	// endpoints. Default: false, so that clients the backend already had
+	// keep working.
+	RegisteredOnly bool `json:"registered_only,omitempty"`
+
+	// ClientIDHeader carries the checked client ID to the backend.
+	// Default: "X-DCR-Client-ID".
+	ClientIDHeader string `json:"client_id_header,omitempty"`
+
+	// ClientNameHeader carries the client's registered name. Default:
+	// "X-DCR-Client-Name".
+	ClientNameHeader string `json:"client_name_header,omitempty"`
+
+	// ClientTypeHeader carries "confidential" or "public". Default:
+	// "X-DCR-Client-Type".
+	ClientTypeHeader string `json:"client_type_header,omitempty"`
+}
+
+// provision fills in the header names.
+func (e *Enforce) provision() {
+	if e.ClientIDHeader == "" {
+		e.ClientIDHeader = "X-DCR-Client-ID"
+	}
+	if e.ClientNameHeader == "" {
+		e.ClientNameHeader = "X-DCR-Client-Name"
+	}
+	if e.ClientTypeHeader == "" {
+		e.ClientTypeHeader = "X-DCR-Client-Type"
+	}
+}
+
+// maxFormBody bounds the form bodies read at the enforced endpoints.
+const maxFormBody = 64 << 10
+
+// Errors of RFC 6749 sections 4.1.2.1 and 5.2 used by enforcement.
+const (
+	codeInvalidClient      = "invalid_client"
+	codeUnauthorizedClient = "unauthorized_client"
+)
+
+// enforceAuthorize checks an authorization request (RFC 6749 section
+// 4.1.1) of a registered client and passes it on with the client's
+// identity. It never redirects on a violation: the redirect URI may be the
+// attacker's.
+func (h *Handler) enforceAuthorize(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	params, perr := readParams(r, true)
+	if perr != nil {
+		return h.errorPage(w, r, perr)
+	}
+	id := params.Get("client_id")
+	if id == "" {
+		return next.ServeHTTP(w, r)
+	}
+
+	c, err := h.store.Client(id)
+	switch {
+	case errors.Is(err, clientdb.ErrNotFound):
+		if h.Enforce.RegisteredOnly {
+			return h.errorPage(w, r, enforceError(http.StatusBadRequest,
+				codeUnauthorizedClient, "unknown_client", "the client is not registered"))
+		}
+		return next.ServeHTTP(w, r)
+	case errors.Is(err, clientdb.ErrDeleted):
+		return h.errorPage(w, r, enforceError(http.StatusBadRequest,
+			codeUnauthorizedClient, "deleted_client",
+			"the client was deleted; register again"))
+	case err != nil:
+		return h.errorPage(w, r, storeError(err))
+	}
+
+	if perr := checkAuthorization(c, params); perr != nil {
+		return h.errorPage(w, r, perr)
+	}
+	h.admit(r, c)
+	return next.ServeHTTP(w, r)
+}
+
+// checkAuthorization applies the registration to an authorization
+// request's parameters.
+func checkAuthorization(c *clientdb.Client, params url.Values) *protoError {
+	m := &c.Metadata
+
+	redirect := params.Get("redirect_uri")
+	switch {
+	case redirect == "" && len(m.RedirectURIs) != 1:
+		return enforceError(http.StatusBadRequest, codeInvalidRequest,
+			"redirect_uri_missing",
+			"redirect_uri is required: the client registered several")
+	case redirect != "" && !slices.ContainsFunc(m.RedirectURIs, func(reg string) bool {
+		return redirectMatches(reg, redirect)
+	}):
+		return enforceError(http.StatusBadRequest, codeInvalidRequest,
+			"redirect_uri_registered",
+			"redirect_uri is not registered for this client")
+	}
+
+	rt := params.Get("response_type")
+	if !slices.ContainsFunc(m.ResponseTypes, func(reg string) bool {
+		return sameWords(reg, rt)
+	}) {
+		return enforceError(http.StatusBadRequest, codeUnauthorizedClient,
+			"response_type_registered", fmt.Sprintf(
+				"response_type %q is not registered for this client", truncate(rt)))
+	}
+
+	// Public clients have no secret to protect the code: RFC 9700 section
+	// 2.1.1 makes PKCE the defence, and plain offers none against a
+	// leaked request.
+	if m.TokenEndpointAuthMethod == authNone &&
+		(params.Get("code_challenge") == "" || params.Get("code_challenge_method") != "S256") {
+		return enforceError(http.StatusBadRequest, codeInvalidRequest,
+			"pkce_required",
+			"public clients must send a code_challenge with code_challenge_method S256")
+	}
+	return nil
+}
+
+// redirectMatches reports whether a presented redirect URI matches a
+// registered one: exactly, or differing only in the port when the
+// registered one is http on a loopback address (RFC 8252 section 7.3).
+func redirectMatches(registered, presented string) bool {
+	if registered == presented {
+		return true
+	}
+	reg, err := url.Parse(registered)
+	if err != nil || reg.Scheme != "http" || !isLoopback(reg.Hostname()) {
+		return false
+	}
+	got, err := url.Parse(presented)
+	if err != nil || got.Scheme != "http" || got.Hostname() != reg.Hostname() {
+		return false
+	}
+	reg.Host, got.Host = reg.Hostname(), got.Hostname()
+	if strings.Contains(reg.Host, ":") {
+		reg.Host, got.Host = "["+reg.Host+"]", "["+got.Host+"]"
+	}
+	return reg.String() == got.String() && got.User == nil
+}
+
+// sameWords reports whether two space-separated lists hold the same words
+// in any order, as response types compare (OAuth 2.0 Multiple Response
+// Type Encoding Practices).
+func sameWords(a, b string) bool {
+	wa, wb := strings.Fields(a), strings.Fields(b)
+	slices.Sort(wa)
+	slices.Sort(wb)
+	return len(wa) > 0 && slices.Equal(wa, wb)
+}
+
+// enforceToken checks a token request (RFC 6749 section 3.2) of a
+// registered client: its authentication as registered, including secret
+// expiry, and its grant type.
+func (h *Handler) enforceToken(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if r.Method != http.MethodPost {
+		return next.ServeHTTP(w, r)
+	}
+	form, perr := readParams(r, false)
+	if perr != nil {
+		return h.tokenError(w, r, perr, false)
+	}
+
+	basicID, basicSecret, hasBasic := basicCredentials(r)
+	id := form.Get("client_id")
+	if hasBasic {
+		if id != "" && id != basicID {
+			return h.tokenError(w, r, enforceError(http.StatusBadRequest,
+				codeInvalidRequest, "client_id_conflict",
+				"client_id differs from the client authenticated by the Authorization header"), false)
+		}
+		id = basicID
+	}
+	if id == "" {
+		return next.ServeHTTP(w, r)
+	}
+
+	c, err := h.store.Client(id)
+	switch {
+	case errors.Is(err, clientdb.ErrNotFound):
+		if h.Enforce.RegisteredOnly {
+			return h.tokenError(w, r, invalidClient("unknown_client",
+				"the client is not registered"), hasBasic)
+		}
+		return next.ServeHTTP(w, r)
+	case errors.Is(err, clientdb.ErrDeleted):
+		return h.tokenError(w, r, invalidClient("deleted_client",
+			"the client was deleted or expired; register again"), hasBasic)
+	case err != nil:
+		return h.tokenError(w, r, storeError(err), false)
+	}
+
+	if perr := h.authenticateClient(c, form, hasBasic, basicSecret); perr != nil {
+		return h.tokenError(w, r, perr, hasBasic)
+	}
+	if g := form.Get("grant_type"); !slices.Contains(c.Metadata.GrantTypes, g) {
+		return h.tokenError(w, r, enforceError(http.StatusBadRequest,
+			codeUnauthorizedClient, "grant_type_registered", fmt.Sprintf(
+				"grant_type %q is not registered for this client", truncate(g))), false)
+	}
+
+	h.admit(r, c)
+	return next.ServeHTTP(w, r)
+}
+
+// authenticateClient checks a token request's client authentication
+// against the registered method and the stored secret.
+func (h *Handler) authenticateClient(c *clientdb.Client, form url.Values, hasBasic bool, basicSecret string) *protoError {
+	postSecret, hasPost := form["client_secret"]
+	if hasBasic && hasPost {
+		// RFC 6749 section 2.3: one method per request.
+		return invalidClient("auth_multiple", "the client used more than one authentication method")
+	}
+
+	var secret string
+	switch c.Metadata.TokenEndpointAuthMethod {
+	case authClientSecretBasic:
+		if !hasBasic {
+			return invalidClient("auth_method", "the client must authenticate with client_secret_basic")
+		}
+		secret = basicSecret
+	case authClientSecretPost:
+		if !hasPost || len(postSecret) != 1 {
+			return invalidClient("auth_method", "the client must authenticate with client_secret_post")
+		}
+		secret = postSecret[0]
+	case authNone:
+		if hasBasic || hasPost {
+			return invalidClient("auth_method", "the client is registered as public and has no secret")
+		}
+		return nil
+	default:
+		// TODO: verify client_secret_jwt and private_key_jwt assertions;
+		// until then the backend checks them.
+		return nil
+	}
+
+	switch err := c.CheckSecret(secret, h.now()); {
+	case errors.Is(err, clientdb.ErrSecretExpired):
+		return invalidClient("secret_expired", "the client secret has expired; register again")
+	case err != nil:
+		return invalidClient("secret_invalid", "client authentication failed")
+	}
+	return nil
+}
+
+// basicCredentials returns the client credentials of an HTTP Basic
+// Authorization header, form-decoded as RFC 6749 section 2.3.1 requires.
+func basicCredentials(r *http.Request) (id, secret string, ok bool) {
+	user, pass, ok := r.BasicAuth()
+	if !ok {
+		return "", "", false
+	}
+	id, err1 := url.QueryUnescape(user)
+	secret, err2 := url.QueryUnescape(pass)
+	if err1 != nil || err2 != nil {
+		return "", "", false
+	}
+	return id, secret, true
+}
+
+// readParams returns a request's OAuth parameters: the query, and for a
+// form POST the body, which is restored for the backend. withQuery keeps
+// the query parameters (authorization requests); token requests take
+// parameters from the body only.
+func readParams(r *http.Request, withQuery bool) (url.Values, *protoError) {
+	params := url.Values{}
+	if withQuery {
+		params = r.URL.Query()
+	}
+	if r.Method != http.MethodPost {
+		return params, nil
+	}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != "application/x-www-form-urlencoded" {
+		return params, nil
+	}
+
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxFormBody+1))
+	if err != nil {
+		return nil, enforceError(http.StatusBadRequest, codeInvalidRequest,
+			"read_body", "request body could not be read")
+	}
+	if len(body) > maxFormBody {
+		return nil, enforceError(http.StatusRequestEntityTooLarge, codeInvalidRequest,
+			"max_body", fmt.Sprintf("request body is larger than %d bytes", maxFormBody))
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, enforceError(http.StatusBadRequest, codeInvalidRequest,
+			"form_syntax", "request body is not a valid form")
+	}
+	for k, v := range form {
+		params[k] = append(params[k], v...)
+	}
+	return params, nil
+}
+
+// admit passes the checked client's identity to the backend in headers and
+// to other handlers as placeholders, and records its use.
+func (h *Handler) admit(r *http.Request, c *clientdb.Client) {
+	kind := "confidential"
+	if c.Metadata.TokenEndpointAuthMethod == authNone {
+		kind = "public"
+	}
+	r.Header.Set(h.identity.ClientIDHeader, c.ID)
+	r.Header.Set(h.identity.ClientNameHeader, headerSafe(c.Metadata.ClientName))
+	r.Header.Set(h.identity.ClientTypeHeader, kind)
+
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.dcr.client_id", c.ID)
+		repl.Set("http.dcr.client_name", c.Metadata.ClientName)
+		repl.Set("http.dcr.client_type", kind)
+	}
+	h.usage.touch(c.ID, h.now())
+}
+
+// stripIdentity removes identity headers a caller sent, so that the backend
+// can trust the ones the handler sets.
+func (h *Handler) stripIdentity(r *http.Request) {
+	r.Header.Del(h.identity.ClientIDHeader)
+	r.Header.Del(h.identity.ClientNameHeader)
+	r.Header.Del(h.identity.ClientTypeHeader)
+}
+
+// headerSafe makes a client name fit an HTTP header value: names are
+// checked for control characters at registration, and non-ASCII text is
+// percent-encoded so that every proxy passes it unchanged.
+func headerSafe(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return url.PathEscape(s)
+		}
+	}
+	return s
+}
+
+func enforceError(status int, code, rule, description string) *protoError {
+	return &protoError{Status: status, Code: code, Description: description, Rule: rule}
+}
+
+func invalidClient(rule, description string) *protoError {
+	return enforceError(http.StatusUnauthorized, codeInvalidClient, rule, description)
+}
+
+func storeError(err error) *protoError {
+	return &protoError{
+		Status:      http.StatusServiceUnavailable,
+		Code:        codeServerError,
+		Description: "the client store is unavailable; try again later",
+		Rule:        "store",
+		Cause:       err,
+	}
+}
+
+// tokenError answers a token request with the JSON error of RFC 6749
+// section 5.2; basic adds the challenge that section requires when the
+// client tried HTTP Basic authentication.
+func (h *Handler) tokenError(w http.ResponseWriter, r *http.Request, e *protoError, basic bool) error {
+	h.logEnforcement(r, "token", e)
+	if basic && e.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Basic realm="token", charset="UTF-8"`)
+	}
+	if e.Status >= 500 {
+		w.Header().Set("Retry-After", "1")
+	}
+	writeError(w, e)
+	return nil
+}
+
+// errorPageTemplate is the page shown to the user when an authorization
+// request is refused; it is not sent back to the client's redirect URI.
+var errorPageTemplate = template.Must(template.New("error").Parse(`<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Authorization error</title></head>
+<body><h1>Authorization error</h1>
+<p>The application's request was refused.</p>
+<dl><dt>error</dt><dd id="error">{{.Code}}</dd>
+<dt>error_description</dt><dd id="error_description">{{.Description}}</dd></dl>
+</body></html>
+`))
+
+// errorPage answers a refused authorization request with an OAuth error
+// page: the error code and description, in HTML for the user's browser.
+func (h *Handler) errorPage(w http.ResponseWriter, r *http.Request, e *protoError) error {
+	h.logEnforcement(r, "authorize", e)
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/html; charset=utf-8")
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	if e.Status >= 500 {
+		hdr.Set("Retry-After", "1")
+	}
+	w.WriteHeader(e.Status)
+	return errorPageTemplate.Execute(w, e)
+}
+
+func (h *Handler) logEnforcement(r *http.Request, endpoint string, e *protoError) {
+	fields := []zap.Field{
+		zap.String("endpoint", endpoint),
+		zap.String("error", e.Code),
+		zap.String("rule", e.Rule),
+		zap.Int("status", e.Status),
+		zap.String("client_ip", clientIP(r)),
+	}
+	if e.Cause != nil {
+		fields = append(fields, zap.NamedError("cause", e.Cause))
+		h.logger.Error("enforcement failed", fields...)
+		return
+	}
+	h.logger.Info("request refused by enforcement", fields...)
+}

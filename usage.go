@@ -1,0 +1,99 @@
+package dcr
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-dcr/caddy-dcr/clientdb"
+)
+
+// usageFlushInterval is how often recorded client use is written to the
+// store. Use is only needed to the minute for expiry, so one write per
+// interval serves any number of requests.
+const usageFlushInterval = 10 * time.Second
+
+// maxPendingUsage bounds the clients whose use waits to be written; beyond
+// it, further clients' use waits for the next interval's memory.
+const maxPendingUsage = 100_000
+
+// usageTracker records when enforcement last saw each client and writes
+// it to the store in the background, in one transaction per interval, so
+// that no request waits for it.
+type usageTracker struct {
+	mu      sync.Mutex
+	pending map[string]int64
+}
+
+// touch records that client id was used at now.
+func (u *usageTracker) touch(id string, now time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.pending == nil {
+		u.pending = make(map[string]int64)
+	}
+	if _, ok := u.pending[id]; ok || len(u.pending) < maxPendingUsage {
+		u.pending[id] = now.Unix()
+	}
+}
+
+// take returns and clears the recorded use.
+func (u *usageTracker) take() map[string]int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	p := u.pending
+	u.pending = nil
+	return p
+}
+
+// flushUsage writes recorded use every interval until ctx ends or the
+// handler is cleaned up, then once more.
+func (h *Handler) flushUsage(ctx context.Context) {
+	ticker := time.NewTicker(usageFlushInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			h.writeUsage(context.Background())
+			return
+		case <-h.stop:
+			h.writeUsage(context.Background())
+			return
+		case <-ticker.C:
+			h.writeUsage(ctx)
+		}
+	}
+}
+
+// writeUsage stores the recorded use as last_used_at of each live client.
+func (h *Handler) writeUsage(ctx context.Context) {
+	pending := h.usage.take()
+	if len(pending) == 0 {
+		return
+	}
+	err := h.store.Update(ctx, func(tx *clientdb.Tx) error {
+		for id, at := range pending {
+			c, err := tx.Client(id)
+			if errors.Is(err, clientdb.ErrNotFound) || errors.Is(err, clientdb.ErrDeleted) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if at <= c.LastUsedAt {
+				continue
+			}
+			c.LastUsedAt = at
+			if err := tx.Put(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		h.logger.Error("recording client use", zap.Int("clients", len(pending)), zap.Error(err))
+	}
+}
