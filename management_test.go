@@ -74,7 +74,11 @@ func mgHandler(t *testing.T, change func(*Handler)) (
 		store:        store,
 		storeKey:     key,
 		stop:         make(chan struct{}),
+		Discovery:    orTrue(nil),
+		identity:     &Enforce{},
+		usage:        &usageTracker{},
 	}
+	h.identity.provision()
 	// Cleanup is idempotent, so a test may call it first.
 	t.Cleanup(func() {
 		if err := h.Cleanup(); err != nil {

@@ -24,6 +24,10 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
+// timeNow is the clock of provisioned handlers; tests replace it to move
+// time forward for expiry.
+var timeNow = time.Now
+
 // Defaults of the handler's configuration.
 const (
 	defaultEndpoint     = "/register"
@@ -165,7 +169,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // for another process.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	h.now = time.Now
+	h.now = timeNow
 
 	if h.Endpoint == "" {
 		h.Endpoint = defaultEndpoint

@@ -9,29 +9,27 @@ import (
 	"github.com/caddy-dcr/caddy-dcr/clientdb"
 )
 
-// sweepBatch bounds the tombstones removed in one transaction, so that a
-// sweep after a long pause holds the store's lock only briefly at a time.
-const sweepBatch = 1000
+// Batch sizes of the background work, so that a sweep after a long pause
+// holds the store's lock only briefly at a time.
+const (
+	sweepBatch  = 1000 // tombstones removed per transaction
+	expireBatch = 1000 // clients examined per read
+)
 
-// sweepInterval returns how often tombstones are swept: a tenth of their
-// lifetime, between one second and one hour, so that none outlives its
-// TTL by more than a tenth.
-func sweepInterval(ttl time.Duration) time.Duration {
-	return min(max(ttl/10, time.Second), time.Hour)
+// sweepInterval returns how often background work with the given period
+// runs: a tenth of it, between one second and one hour, so that nothing
+// outlives its deadline by more than a tenth.
+func sweepInterval(period time.Duration) time.Duration {
+	return min(max(period/10, time.Second), time.Hour)
 }
 
-// sweepTombstones removes tombstones older than the TTL until ctx ends or
-// the handler is cleaned up. Its writes go through the same group commit
-// as registrations, in bounded batches, so requests never wait for a
-// whole sweep.
-func (h *Handler) sweepTombstones(ctx context.Context) {
-	ttl := time.Duration(h.TombstoneTTL)
-	ticker := time.NewTicker(sweepInterval(ttl))
+// periodically runs fn at once and then every interval until ctx ends or
+// the handler is cleaned up. Running first matters: every config reload
+// starts new background work, and work that waited first would never run
+// on a server reloaded more often than its interval.
+func (h *Handler) periodically(ctx context.Context, interval time.Duration, fn func(context.Context)) {
+	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
-
-	// Sweep first, then wait: every config reload starts a new sweeper,
-	// and one that waited first would never sweep on a server reloaded
-	// more often than its interval.
 	for {
 		select {
 		case <-ctx.Done():
@@ -41,6 +39,25 @@ func (h *Handler) sweepTombstones(ctx context.Context) {
 		default:
 		}
 
+		fn(ctx)
+
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.stop:
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// sweepTombstones removes tombstones older than the TTL until ctx ends or
+// the handler is cleaned up. Its writes go through the same group commit
+// as registrations, in bounded batches, so requests never wait for a
+// whole sweep.
+func (h *Handler) sweepTombstones(ctx context.Context) {
+	ttl := time.Duration(h.TombstoneTTL)
+	h.periodically(ctx, sweepInterval(ttl), func(ctx context.Context) {
 		cutoff := h.now().Add(-ttl)
 		for {
 			n := 0
@@ -53,45 +70,24 @@ func (h *Handler) sweepTombstones(ctx context.Context) {
 				if ctx.Err() == nil {
 					h.logger.Error("sweeping tombstones", zap.Error(err))
 				}
-				break
+				return
 			}
 			if n > 0 {
 				h.logger.Debug("tombstones swept", zap.Int("count", n))
 			}
 			if n < sweepBatch {
-				break
+				return
 			}
 		}
-
-		select {
-		case <-ctx.Done():
-			return
-		case <-h.stop:
-			return
-		case <-ticker.C:
-		}
-	}
+	})
 }
 
-// expireBatch bounds the clients examined in one read of the store.
-const expireBatch = 1000
-
-// expireUnused deletes clients unused for ExpireUnused, scanning the store
-// in bounded batches, until ctx ends or the handler is cleaned up.
+// expireUnused deletes clients unused for ExpireUnused, leaving tombstones,
+// until ctx ends or the handler is cleaned up. It reads the store in
+// bounded batches and deletes in one transaction per batch.
 func (h *Handler) expireUnused(ctx context.Context) {
 	idle := time.Duration(h.ExpireUnused)
-	ticker := time.NewTicker(sweepInterval(idle))
-	defer ticker.Stop()
-
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-h.stop:
-			return
-		case <-ticker.C:
-		}
-
+	h.periodically(ctx, sweepInterval(idle), func(ctx context.Context) {
 		now := h.now()
 		cutoff := now.Add(-idle)
 		after := ""
@@ -117,11 +113,11 @@ func (h *Handler) expireUnused(ctx context.Context) {
 				if ctx.Err() == nil {
 					h.logger.Error("expiring unused clients", zap.Error(err))
 				}
-				break
+				return
 			}
 			if after == "" {
-				break
+				return
 			}
 		}
-	}
+	})
 }
