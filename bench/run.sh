@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Benchmark: registrations per second against Caddy answering a static
-# 201 on the same server, with and without a concurrent reader process.
-# Everything runs on loopback with bounded durations; every process the
-# script starts is stopped on exit.
+# Benchmark of the dcr handler against baselines measured in the same run,
+# on loopback, with bounded durations. Every process the script starts is
+# stopped on exit.
+#
+# Scenarios and their baselines:
+#   registration (201, durable)        vs a static `respond` 201 of a
+#   RFC 7592 read (200)                   registration-sized JSON body
+#   registration + a reader process
+#   token request through enforcement  vs the same request through a plain
+#                                         reverse_proxy to the same backend
 #
 #   bash bench/run.sh            # 10 s per scenario, 32 connections
 #   DURATION=5s CONNS=16 bash bench/run.sh
@@ -32,13 +38,26 @@ cat > "$work/Caddyfile" <<CADDY
 		level ERROR
 	}
 }
+# The gateway: registration, management and enforcement at /oauth/token.
 http://127.0.0.1:8119 {
 	dcr {
 		store $work/clients.db
+		enforce {
+			token /oauth/token
+		}
 	}
 	respond /static 201 {
 		body \`{"client_id":"xxxxxxxxxxxxxxxxxxxxxx","client_id_issued_at":1796314153,"client_secret":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx","client_secret_expires_at":0,"redirect_uris":["http://127.0.0.1:3000/callback"],"token_endpoint_auth_method":"client_secret_basic","grant_types":["authorization_code"],"response_types":["code"],"client_name":"bench"}\`
 	}
+	reverse_proxy 127.0.0.1:8120
+}
+# A stand-in for the OAuth backend.
+http://127.0.0.1:8120 {
+	respond \`{"access_token":"x","token_type":"Bearer"}\` 200
+}
+# The same backend behind a plain reverse_proxy: the enforcement baseline.
+http://127.0.0.1:8121 {
+	reverse_proxy 127.0.0.1:8120
 }
 CADDY
 "$work/caddy" run --config "$work/Caddyfile" > "$work/caddy.log" 2>&1 &
@@ -50,18 +69,42 @@ done
 
 base=http://127.0.0.1:8119
 run() { "$work/load" -c "$CONNS" -d "$DURATION" "$@"; }
+rps() { sed -n 's/.*rps=\([0-9]*\).*/\1/p' <<<"$1"; }
+ratio() { awk -v a="$(rps "$1")" -v b="$(rps "$2")" 'BEGIN { printf "%.2f", a / b }'; }
+
+# One client to read through RFC 7592 and to authenticate at the token
+# endpoint.
+reg=$(curl -s -H 'Content-Type: application/json' \
+	-d '{"redirect_uris":["http://127.0.0.1:3000/callback"],"client_name":"bench"}' \
+	"$base/register")
+field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$reg"; }
+id=$(field client_id)
+secret=$(field client_secret)
+token=$(field registration_access_token)
+basic=$(printf '%s:%s' "$id" "$secret" | base64 -w0)
+form="grant_type=authorization_code&code=x&redirect_uri=http%3A%2F%2F127.0.0.1%3A3000%2Fcallback"
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $CONNS connections, $DURATION per scenario"
-b=$(run -label baseline -url "$base/static")
+b=$(run -label static-201 -url "$base/static")
 r1=$(run -label register -url "$base/register")
+rd=$(run -label rfc7592-read -method GET -status 200 -body '' \
+	-H "Authorization: Bearer $token" -url "$base/register/$id")
 "$work/reader" -store "$work/clients.db" -d "$DURATION" > "$work/reader.out" &
 rp=$!
 pids+=($rp)
 r2=$(run -label register+reader -url "$base/register")
 wait "$rp"
-rd=$(cat "$work/reader.out")
+reader=$(cat "$work/reader.out")
+pb=$(run -label proxy-token -status 200 -type application/x-www-form-urlencoded \
+	-body "$form" -H "Authorization: Basic $basic" \
+	-url http://127.0.0.1:8121/oauth/token)
+pe=$(run -label enforced-token -status 200 -type application/x-www-form-urlencoded \
+	-body "$form" -H "Authorization: Basic $basic" -url "$base/oauth/token")
 
-rps() { sed -n 's/.*rps=\([0-9]*\).*/\1/p' <<<"$1"; }
-ratio() { awk -v a="$(rps "$1")" -v b="$(rps "$b")" 'BEGIN { printf "%.2f", a / b }'; }
-printf '%s\n%s\tratio=%s\n%s\tratio=%s\n%s\n' \
-	"$b" "$r1" "$(ratio "$r1")" "$r2" "$(ratio "$r2")" "$rd"
+printf '%s\n' "$b"
+printf '%s\tratio=%s\n' "$r1" "$(ratio "$r1" "$b")"
+printf '%s\tratio=%s\n' "$rd" "$(ratio "$rd" "$b")"
+printf '%s\tratio=%s\n' "$r2" "$(ratio "$r2" "$b")"
+printf '%s\n' "$reader"
+printf '%s\n' "$pb"
+printf '%s\tratio=%s\n' "$pe" "$(ratio "$pe" "$pb")"

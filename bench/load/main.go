@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -28,6 +29,9 @@ func main() {
 	dur := flag.Duration("d", 10*time.Second, "duration of the run")
 	want := flag.Int("status", http.StatusCreated, "expected status code")
 	label := flag.String("label", "", "label printed in front of the figures")
+	ctype := flag.String("type", "application/json", "Content-Type of the body")
+	var headers headerFlags
+	flag.Var(&headers, "H", `extra request header "Name: value" (repeatable)`)
 	flag.Parse()
 	if *url == "" {
 		fmt.Fprintln(os.Stderr, "load: -url is required")
@@ -62,7 +66,11 @@ func main() {
 				if err != nil {
 					panic(err)
 				}
-				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Content-Type", *ctype)
+				for _, h := range headers {
+					name, value, _ := strings.Cut(h, ":")
+					req.Header.Set(name, strings.TrimSpace(value))
+				}
 				t0 := time.Now()
 				resp, err := client.Do(req)
 				if err != nil {
@@ -98,4 +106,14 @@ func main() {
 		pct(0.50).Round(10*time.Microsecond),
 		pct(0.99).Round(10*time.Microsecond),
 		len(latencies), failures)
+}
+
+// headerFlags collects repeated -H flags.
+type headerFlags []string
+
+func (h *headerFlags) String() string { return strings.Join(*h, ", ") }
+
+func (h *headerFlags) Set(v string) error {
+	*h = append(*h, v)
+	return nil
 }
