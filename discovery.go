@@ -85,26 +85,23 @@ func (h *Handler) injectMetadata(doc []byte, r *http.Request) ([]byte, error) {
 	set := map[string]json.RawMessage{
 		"registration_endpoint": endpoint,
 	}
+	// A list the backend gives gains what the policy allows; an absent
+	// one (whose RFC 8414 default may name grants the policy refuses, such
+	// as implicit) becomes what the policy allows.
 	lists := []struct {
-		name     string
-		allowed  []string
-		fallback []string // the RFC 8414 default when the member is absent
+		name    string
+		allowed []string
 	}{
-		{"token_endpoint_auth_methods_supported", h.policy.authMethods,
-			[]string{authClientSecretBasic}},
-		{"grant_types_supported", h.policy.grantTypes,
-			[]string{grantAuthorizationCode, grantImplicit}},
-		{"response_types_supported", responsesFor(h.policy.grantTypes), nil},
+		{"token_endpoint_auth_methods_supported", h.policy.authMethods},
+		{"grant_types_supported", h.policy.grantTypes},
+		{"response_types_supported", responsesFor(h.policy.grantTypes)},
 	}
 	for _, l := range lists {
 		i := slices.IndexFunc(members, func(m member) bool { return m.name == l.name })
-		current := l.fallback
-		if i >= 0 {
-			current = nil
-			if json.Unmarshal(members[i].value, &current) != nil {
-				// A member of another shape is the backend's business.
-				continue
-			}
+		var current []string
+		if i >= 0 && json.Unmarshal(members[i].value, &current) != nil {
+			// A member of another shape is the backend's business.
+			continue
 		}
 		merged := slices.Clone(current)
 		for _, v := range l.allowed {
