@@ -380,16 +380,6 @@ func invalidClient(rule, description string) *protoError {
 	return enforceError(http.StatusUnauthorized, codeInvalidClient, rule, description)
 }
 
-func storeError(err error) *protoError {
-	return &protoError{
-		Status:      http.StatusServiceUnavailable,
-		Code:        codeServerError,
-		Description: "the client store is unavailable; try again later",
-		Rule:        "store",
-		Cause:       err,
-	}
-}
-
 // tokenError answers a token request with the JSON error of RFC 6749
 // section 5.2; basic adds the challenge that section requires when the
 // client tried HTTP Basic authentication.
@@ -397,9 +387,6 @@ func (h *Handler) tokenError(w http.ResponseWriter, r *http.Request, e *protoErr
 	h.logEnforcement(r, "token", e)
 	if basic && e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Basic realm="token", charset="UTF-8"`)
-	}
-	if e.Status >= 500 {
-		w.Header().Set("Retry-After", "1")
 	}
 	writeError(w, e)
 	return nil
@@ -431,18 +418,9 @@ func (h *Handler) errorPage(w http.ResponseWriter, r *http.Request, e *protoErro
 	return errorPageTemplate.Execute(w, e)
 }
 
+// logEnforcement logs a request that enforcement refused or could not
+// check.
 func (h *Handler) logEnforcement(r *http.Request, endpoint string, e *protoError) {
-	fields := []zap.Field{
-		zap.String("endpoint", endpoint),
-		zap.String("error", e.Code),
-		zap.String("rule", e.Rule),
-		zap.Int("status", e.Status),
-		zap.String("client_ip", clientIP(r)),
-	}
-	if e.Cause != nil {
-		fields = append(fields, zap.NamedError("cause", e.Cause))
-		h.logger.Error("enforcement failed", fields...)
-		return
-	}
-	h.logger.Info("request refused by enforcement", fields...)
+	logProtoError(h.logger, "request refused by enforcement", "enforcement failed",
+		r, e, zap.String("endpoint", endpoint))
 }

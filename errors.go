@@ -3,6 +3,8 @@ package dcr
 import (
 	"encoding/json"
 	"net/http"
+
+	"go.uber.org/zap"
 )
 
 // Error codes of RFC 7591 section 3.2.2 and RFC 6749 section 5.2 that the
@@ -65,14 +67,51 @@ func requestError(status int, rule, description string) *protoError {
 	}
 }
 
+// storeError is the answer when the client store fails: the client may
+// try again shortly.
+func storeError(err error) *protoError {
+	return &protoError{
+		Status:      http.StatusServiceUnavailable,
+		Code:        codeServerError,
+		Description: "the client store is unavailable; try again later",
+		Rule:        "store",
+		Cause:       err,
+	}
+}
+
+// logProtoError logs a protocol error with the rule that fired: msg at
+// info level for a refusal, failMsg at error level, with the cause, for a
+// server-side failure. The description is left out: it may quote what the
+// client sent.
+func logProtoError(logger *zap.Logger, msg, failMsg string, r *http.Request,
+	e *protoError, extra ...zap.Field) {
+	fields := append(extra,
+		zap.String("error", e.Code),
+		zap.String("rule", e.Rule),
+		zap.Int("status", e.Status),
+		zap.String("client_ip", clientIP(r)))
+	if e.Cause != nil {
+		fields = append(fields, zap.NamedError("cause", e.Cause))
+	}
+	if e.Status >= 500 {
+		logger.Error(failMsg, fields...)
+		return
+	}
+	logger.Info(msg, fields...)
+}
+
 // errorBody is the JSON body of an error response.
 type errorBody struct {
 	Error       string `json:"error"`
 	Description string `json:"error_description,omitempty"`
 }
 
-// writeError answers a protocol error.
+// writeError answers a protocol error. A store outage is temporary, so
+// its answer says when to try again.
 func writeError(w http.ResponseWriter, e *protoError) {
+	if e.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
 	writeJSON(w, e.Status, errorBody{Error: e.Code, Description: e.Description})
 }
 

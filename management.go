@@ -138,17 +138,9 @@ func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string
 	var updated *clientdb.Client
 	var issuedSecret string
 	err = h.store.Update(context.WithoutCancel(r.Context()), func(tx *clientdb.Tx) error {
-		cur, err := tx.Client(id)
-		if errors.Is(err, clientdb.ErrNotFound) || errors.Is(err, clientdb.ErrDeleted) {
-			return errInvalidToken
-		}
+		cur, err := currentClient(tx, id, token)
 		if err != nil {
 			return err
-		}
-		// A concurrent update may have rotated the token, or a delete
-		// removed the client, since authenticate read it.
-		if !cur.VerifyRegistrationToken(token) {
-			return errInvalidToken
 		}
 		// Checked again here: a concurrent update may have rotated the
 		// secret since readUpdate looked.
@@ -265,6 +257,23 @@ func (h *Handler) readUpdate(w http.ResponseWriter, r *http.Request, c *clientdb
 	return req, nil
 }
 
+// currentClient returns client id as a write transaction sees it, if
+// token still opens it: a concurrent update may have rotated the token,
+// or a delete removed the client, since authenticate read it.
+func currentClient(tx *clientdb.Tx, id, token string) (*clientdb.Client, error) {
+	cur, err := tx.Client(id)
+	if errors.Is(err, clientdb.ErrNotFound) || errors.Is(err, clientdb.ErrDeleted) {
+		return nil, errInvalidToken
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !cur.VerifyRegistrationToken(token) {
+		return nil, errInvalidToken
+	}
+	return cur, nil
+}
+
 // errWrongSecret is the answer to an update whose client_secret is not the
 // client's current secret (RFC 7592 section 2.2).
 func errWrongSecret() *protoError {
@@ -283,15 +292,8 @@ func (h *Handler) deleteClient(w http.ResponseWriter, r *http.Request, id string
 
 	now := h.now()
 	err = h.store.Update(context.WithoutCancel(r.Context()), func(tx *clientdb.Tx) error {
-		cur, err := tx.Client(id)
-		if errors.Is(err, clientdb.ErrNotFound) || errors.Is(err, clientdb.ErrDeleted) {
-			return errInvalidToken
-		}
-		if err != nil {
+		if _, err := currentClient(tx, id, token); err != nil {
 			return err
-		}
-		if !cur.VerifyRegistrationToken(token) {
-			return errInvalidToken
 		}
 		return tx.Delete(id, clientdb.ReasonDeleted, now)
 	})
@@ -329,33 +331,15 @@ func (h *Handler) manageFailed(w http.ResponseWriter, r *http.Request, op, id st
 		return
 	case errors.As(err, &perr):
 	default:
-		perr = &protoError{
-			Status:      http.StatusServiceUnavailable,
-			Code:        codeServerError,
-			Description: "the client store is unavailable; try again later",
-			Rule:        "store",
-			Cause:       err,
-		}
-		w.Header().Set("Retry-After", "1")
+		perr = storeError(err)
 	}
 
-	fields := []zap.Field{zap.String("operation", op)}
+	extra := []zap.Field{zap.String("operation", op)}
 	if id != "" {
-		fields = append(fields, zap.String("client_id", id))
+		extra = append(extra, zap.String("client_id", id))
 	}
-	fields = append(fields,
-		zap.String("error", perr.Code),
-		zap.String("rule", perr.Rule),
-		zap.Int("status", perr.Status),
-		zap.String("client_ip", clientIP(r)))
-	if perr.Cause != nil {
-		fields = append(fields, zap.NamedError("cause", perr.Cause))
-	}
-	if perr.Status >= 500 {
-		h.logger.Error("client management failed", fields...)
-	} else {
-		h.logger.Info("client management refused", fields...)
-	}
+	logProtoError(h.logger, "client management refused", "client management failed",
+		r, perr, extra...)
 	writeError(w, perr)
 }
 

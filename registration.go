@@ -116,15 +116,8 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
 	// already, and a 503 must not be logged for a client that was stored.
 	ctx := context.WithoutCancel(r.Context())
 	if err := h.store.Create(ctx, c); err != nil {
-		perr := &protoError{
-			Status:      http.StatusServiceUnavailable,
-			Code:        codeServerError,
-			Description: "the client store is unavailable; try again later",
-			Rule:        "store",
-			Cause:       err,
-		}
+		perr := storeError(err)
 		h.refused(r, perr)
-		w.Header().Set("Retry-After", "1")
 		writeError(w, perr)
 		return nil
 	}
@@ -174,23 +167,9 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *pro
 	return body, nil
 }
 
-// refused logs a refused registration with the rule that fired. The
-// description is left out: it may quote what the client sent.
+// refused logs a refused or failed registration.
 func (h *Handler) refused(r *http.Request, e *protoError) {
-	fields := []zap.Field{
-		zap.String("error", e.Code),
-		zap.String("rule", e.Rule),
-		zap.Int("status", e.Status),
-		zap.String("client_ip", clientIP(r)),
-	}
-	if e.Cause != nil {
-		fields = append(fields, zap.NamedError("cause", e.Cause))
-	}
-	if e.Status >= 500 {
-		h.logger.Error("registration failed", fields...)
-		return
-	}
-	h.logger.Info("registration refused", fields...)
+	logProtoError(h.logger, "registration refused", "registration failed", r, e)
 }
 
 // issueSecret gives c a new secret valid from now for the configured
