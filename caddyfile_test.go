@@ -33,6 +33,14 @@ var handlerFields = []string{
 	"scopes", "default_scope", "require_https", "redirect_schemes",
 	"secret_lifetime", "max_body", "management", "base_url",
 	"rotate_token", "rotate_secret", "secret_overlap", "tombstone_ttl",
+	"discovery", "enforce", "expire_unused",
+}
+
+// enforceFields are the JSON names of the enforce block as documented on
+// Enforce.
+var enforceFields = []string{
+	"authorize", "token", "registered_only", "client_id_header",
+	"client_name_header", "client_type_header",
 }
 
 // TestCaddyfileAdapt adapts Caddyfiles with the caddyfile adapter and
@@ -147,6 +155,58 @@ func TestCaddyfileAdapt(t *testing.T) {
 `,
 			want: Handler{Endpoint: "/oauth/register"},
 		},
+		{
+			// Fronting a backend: discovery, enforcement with every
+			// subdirective, and expiry of unused clients.
+			name: "enforce",
+			caddyfile: `auth.example.com {
+	dcr {
+		discovery off
+		expire_unused 90d
+		enforce {
+			authorize /oauth/authorize
+			token /oauth/token
+			registered_only
+			client_id_header X-Client-ID
+			client_name_header X-Client-Name
+			client_type_header X-Client-Type
+		}
+	}
+	reverse_proxy localhost:9000
+}
+`,
+			want: Handler{
+				Discovery:    &off,
+				ExpireUnused: caddy.Duration(90 * 24 * time.Hour),
+				Enforce: &Enforce{
+					Authorize:        "/oauth/authorize",
+					Token:            "/oauth/token",
+					RegisteredOnly:   true,
+					ClientIDHeader:   "X-Client-ID",
+					ClientNameHeader: "X-Client-Name",
+					ClientTypeHeader: "X-Client-Type",
+				},
+			},
+		},
+		{
+			// Only the token endpoint; discovery stays at its
+			// default, which the JSON leaves out.
+			name: "enforce_token_only",
+			caddyfile: `:8080 {
+	dcr {
+		endpoint /oauth/register
+		enforce {
+			token /oauth/token
+		}
+	}
+	reverse_proxy localhost:9000
+}
+`,
+			want: Handler{
+				Endpoint: "/oauth/register",
+				Enforce:  &Enforce{Token: "/oauth/token"},
+			},
+		},
 	}
 
 	adapter := caddyconfig.GetAdapter("caddyfile")
@@ -206,6 +266,12 @@ func TestCaddyfileAdapt(t *testing.T) {
 			for k := range handlers[d] {
 				if !slices.Contains(handlerFields, k) {
 					t.Errorf("undocumented JSON member %q", k)
+				}
+			}
+			enforce, _ := handlers[d]["enforce"].(map[string]any)
+			for k := range enforce {
+				if !slices.Contains(enforceFields, k) {
+					t.Errorf("undocumented JSON member enforce.%s", k)
 				}
 			}
 			b, _ := json.Marshal(handlers[d])
@@ -327,6 +393,50 @@ func TestCaddyfileUnmarshal(t *testing.T) {
 				RotateSecret:  true,
 				SecretOverlap: caddy.Duration(time.Hour),
 				TombstoneTTL:  caddy.Duration(time.Hour),
+			},
+		},
+		{"discovery on", "dcr {\n discovery on\n}", Handler{Discovery: &on}},
+		{"discovery off", "dcr {\n discovery off\n}", Handler{Discovery: &off}},
+		{
+			"expire_unused", "dcr {\n expire_unused 30d\n}",
+			Handler{ExpireUnused: caddy.Duration(30 * 24 * time.Hour)},
+		},
+		{"expire_unused zero", "dcr {\n expire_unused 0s\n}", Handler{}},
+		{
+			// Checked by Validate, which sees JSON configs too.
+			"enforce empty block", "dcr {\n enforce {\n }\n}",
+			Handler{Enforce: &Enforce{}},
+		},
+		{"enforce without block", "dcr {\n enforce\n}", Handler{Enforce: &Enforce{}}},
+		{
+			"enforce authorize", "dcr {\n enforce {\n  authorize /a\n }\n}",
+			Handler{Enforce: &Enforce{Authorize: "/a"}},
+		},
+		{
+			"enforce token", "dcr {\n enforce {\n  token /t\n }\n}",
+			Handler{Enforce: &Enforce{Token: "/t"}},
+		},
+		{
+			"enforce registered_only",
+			"dcr {\n enforce {\n  token /t\n  registered_only\n }\n}",
+			Handler{Enforce: &Enforce{Token: "/t", RegisteredOnly: true}},
+		},
+		{
+			"enforce headers",
+			"dcr {\n enforce {\n  client_id_header A\n" +
+				"  client_name_header B\n  client_type_header C\n }\n}",
+			Handler{Enforce: &Enforce{
+				ClientIDHeader: "A", ClientNameHeader: "B", ClientTypeHeader: "C",
+			}},
+		},
+		{
+			// Subdirectives after the enforce block belong to dcr.
+			"after enforce",
+			"dcr {\n enforce {\n  token /t\n }\n endpoint /r\n discovery off\n}",
+			Handler{
+				Endpoint:  "/r",
+				Discovery: &off,
+				Enforce:   &Enforce{Token: "/t"},
 			},
 		},
 	}
@@ -500,6 +610,80 @@ func TestCaddyfileErrors(t *testing.T) {
 			// A nested block is not part of the syntax.
 			"nested block", "dcr {\n endpoint /r {\n  x\n }\n}",
 			[]string{"unknown subdirective"},
+		},
+		{"discovery missing", "dcr {\n discovery\n}", argc},
+		{
+			"discovery bad", "dcr {\n discovery yes\n}",
+			[]string{"discovery", `"yes"`, "on or off", "Testfile:2"},
+		},
+		{
+			"discovery duplicate", "dcr {\n discovery on\n discovery off\n}",
+			[]string{"discovery given more than once", "Testfile:3"},
+		},
+		{"expire_unused missing", "dcr {\n expire_unused\n}", argc},
+		{"expire_unused two", "dcr {\n expire_unused 1d 2d\n}", argc},
+		{
+			"expire_unused bad", "dcr {\n expire_unused never\n}",
+			[]string{"expire_unused", `"never"`, "Testfile:2"},
+		},
+		{
+			"expire_unused negative", "dcr {\n expire_unused -1h\n}",
+			[]string{"expire_unused", `"-1h"`, "negative"},
+		},
+		{
+			"enforce argument", "dcr {\n enforce /oauth {\n  token /t\n }\n}",
+			[]string{"wrong argument count", "Testfile:2"},
+		},
+		{
+			"enforce duplicate",
+			"dcr {\n enforce {\n  token /t\n }\n enforce {\n  token /t\n }\n}",
+			[]string{"enforce given more than once", "Testfile:5"},
+		},
+		{
+			"enforce unknown",
+			"dcr {\n enforce {\n  token /t\n  tokne /x\n }\n}",
+			[]string{"enforce: unknown subdirective tokne", "Testfile:4"},
+		},
+		{
+			// dcr's own subdirectives do not belong in the block.
+			"enforce dcr subdirective", "dcr {\n enforce {\n  endpoint /r\n }\n}",
+			[]string{"enforce: unknown subdirective endpoint"},
+		},
+		{
+			"enforce subdirective duplicate",
+			"dcr {\n enforce {\n  token /t\n  token /u\n }\n}",
+			[]string{"enforce: subdirective token given more than once", "Testfile:4"},
+		},
+		{
+			"registered_only duplicate",
+			"dcr {\n enforce {\n  registered_only\n  registered_only\n }\n}",
+			[]string{"registered_only given more than once"},
+		},
+		{
+			"registered_only argument",
+			"dcr {\n enforce {\n  registered_only yes\n }\n}",
+			[]string{"wrong argument count", "Testfile:3"},
+		},
+		{
+			"registered_only off", "dcr {\n enforce {\n  registered_only off\n }\n}",
+			argc,
+		},
+		{"authorize missing", "dcr {\n enforce {\n  authorize\n }\n}", argc},
+		{"authorize two", "dcr {\n enforce {\n  authorize /a /b\n }\n}", argc},
+		{"token missing", "dcr {\n enforce {\n  token\n }\n}", argc},
+		{"client_id_header missing", "dcr {\n enforce {\n  client_id_header\n }\n}", argc},
+		{
+			"client_name_header two",
+			"dcr {\n enforce {\n  client_name_header A B\n }\n}", argc,
+		},
+		{
+			"client_type_header missing",
+			"dcr {\n enforce {\n  client_type_header\n }\n}", argc,
+		},
+		{
+			"nested block in enforce",
+			"dcr {\n enforce {\n  token /t {\n   x\n  }\n }\n}",
+			[]string{"enforce: unknown subdirective"},
 		},
 	}
 	for _, tc := range cases {
@@ -703,6 +887,53 @@ func TestValidate(t *testing.T) {
 				h.GrantTypes = []string{"authorization_code refresh_token"}
 			}, "grant_types",
 		},
+		{
+			"expire_unused negative", func(h *Handler) {
+				h.ExpireUnused = caddy.Duration(-time.Hour)
+			}, "expire_unused -1h0m0s: must not be negative",
+		},
+		{
+			"enforce both", func(h *Handler) {
+				h.Enforce = &Enforce{Authorize: "/oauth/authorize", Token: "/oauth/token"}
+				h.ExpireUnused = caddy.Duration(time.Hour)
+			}, "",
+		},
+		{
+			"enforce authorize only", func(h *Handler) {
+				h.Enforce = &Enforce{Authorize: "/authorize"}
+			}, "",
+		},
+		{
+			"enforce token only", func(h *Handler) {
+				h.Enforce = &Enforce{Token: "/token", RegisteredOnly: true}
+			}, "",
+		},
+		{
+			"enforce neither", func(h *Handler) {
+				h.Enforce = &Enforce{RegisteredOnly: true}
+			}, "enforce: name the authorize or the token endpoint",
+		},
+		{
+			"enforce authorize without slash", func(h *Handler) {
+				h.Enforce = &Enforce{Authorize: "oauth/authorize"}
+			}, `enforce authorize "oauth/authorize": must be a path`,
+		},
+		{
+			"enforce token URL", func(h *Handler) {
+				h.Enforce = &Enforce{Authorize: "/a", Token: "https://as.example/token"}
+			}, `enforce token "https://as.example/token"`,
+		},
+		{
+			"enforce authorize is the endpoint", func(h *Handler) {
+				h.Enforce = &Enforce{Authorize: "/register"}
+			}, `enforce authorize "/register": is the registration endpoint`,
+		},
+		{
+			"enforce token is a custom endpoint", func(h *Handler) {
+				h.Endpoint = "/oauth/register"
+				h.Enforce = &Enforce{Authorize: "/a", Token: "/oauth/register"}
+			}, `enforce token "/oauth/register": is the registration endpoint`,
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -756,5 +987,17 @@ func TestValidateBaseURLEmptyQuery(t *testing.T) {
 					base, h.clientURI(r, "id"))
 			}
 		})
+	}
+}
+
+// TestValidateEnforceUnderEndpoint shows that Validate accepts an enforced
+// path below the registration endpoint, such as /register/token, although
+// ServeHTTP answers every such path as an RFC 7592 client configuration
+// request: the path is never enforced and never reaches the backend.
+func TestValidateEnforceUnderEndpoint(t *testing.T) {
+	h := provisioned()
+	h.Enforce = &Enforce{Token: "/register/token"}
+	if err := h.Validate(); err == nil {
+		t.Error("Validate accepted enforce token /register/token")
 	}
 }

@@ -3,6 +3,7 @@ package dcr
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"mime"
 	"net/http"
 	"slices"
@@ -27,12 +28,20 @@ const maxMetadataBody = 1 << 20
 
 // isMetadataPath reports whether path is where a client looks for the
 // backend's metadata: the well-known paths, with an issuer path inserted
-// after the OAuth one (RFC 8414 section 3.1) or before the OpenID one
-// (OpenID Connect Discovery section 4.1).
+// after them (RFC 8414 sections 3.1 and 5) or appended before the OpenID
+// one (OpenID Connect Discovery section 4.1).
 func isMetadataPath(path string) bool {
 	return path == oauthMetadataPath ||
-		strings.HasPrefix(path, oauthMetadataPath+"/") ||
+		hasIssuerPath(path, oauthMetadataPath) ||
+		hasIssuerPath(path, oidcMetadataPath) ||
 		strings.HasSuffix(path, oidcMetadataPath)
+}
+
+// hasIssuerPath reports whether path is prefix, a slash and a non-empty
+// issuer path.
+func hasIssuerPath(path, prefix string) bool {
+	rest, ok := strings.CutPrefix(path, prefix+"/")
+	return ok && rest != ""
 }
 
 // serveMetadata passes a metadata request to the backend and adds the
@@ -45,29 +54,95 @@ func (h *Handler) serveMetadata(w http.ResponseWriter, r *http.Request, next cad
 	// encode handler, if configured, compresses the final answer anyway.
 	r.Header.Del("Accept-Encoding")
 
-	var buf bytes.Buffer
-	rec := caddyhttp.NewResponseRecorder(w, &buf, func(status int, hdr http.Header) bool {
-		return status == http.StatusOK && isJSON(hdr.Get("Content-Type")) &&
-			hdr.Get("Content-Encoding") == "" &&
-			contentLengthWithin(hdr.Get("Content-Length"), maxMetadataBody)
-	})
+	rec := &metadataRecorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
 	if err := next.ServeHTTP(rec, r); err != nil {
 		return err
 	}
-	if !rec.Buffered() {
+	if !rec.buffering {
 		return nil
 	}
-
+	buf := &rec.buf
 	body, err := h.injectMetadata(buf.Bytes(), r)
 	if err != nil {
 		// Not a JSON object after all: leave it as it was.
 		h.logger.Debug("metadata left unchanged",
 			zap.String("path", r.URL.Path), zap.Error(err))
-		return rec.WriteResponse()
+		return rec.flush()
 	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(rec.Status())
+	w.WriteHeader(rec.status)
 	_, err = w.Write(body)
+	return err
+}
+
+// metadataRecorder holds back a response that may be a metadata document
+// to rewrite: a 200 with an uncompressed JSON body. Any other response, or
+// one that grows past maxMetadataBody, streams through unchanged.
+type metadataRecorder struct {
+	*caddyhttp.ResponseWriterWrapper
+
+	status      int
+	wroteHeader bool
+	buffering   bool
+	buf         bytes.Buffer
+}
+
+// WriteHeader decides whether to hold the response back.
+func (m *metadataRecorder) WriteHeader(status int) {
+	if m.wroteHeader {
+		return
+	}
+	if status >= 100 && status < 200 {
+		m.ResponseWriterWrapper.WriteHeader(status)
+		return
+	}
+	m.wroteHeader = true
+	m.status = status
+	hdr := m.Header()
+	m.buffering = status == http.StatusOK && isJSON(hdr.Get("Content-Type")) &&
+		hdr.Get("Content-Encoding") == "" &&
+		contentLengthWithin(hdr.Get("Content-Length"), maxMetadataBody)
+	if !m.buffering {
+		m.ResponseWriterWrapper.WriteHeader(status)
+	}
+}
+
+// Write holds body bytes back, or passes them on once the response is
+// known not to be rewritten.
+func (m *metadataRecorder) Write(p []byte) (int, error) {
+	m.WriteHeader(http.StatusOK)
+	if m.buffering && m.buf.Len()+len(p) > maxMetadataBody {
+		if err := m.flush(); err != nil {
+			return 0, err
+		}
+	}
+	if !m.buffering {
+		return m.ResponseWriterWrapper.Write(p)
+	}
+	return m.buf.Write(p)
+}
+
+// ReadFrom goes through Write, so that the size limit applies.
+func (m *metadataRecorder) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(struct{ io.Writer }{m}, r)
+}
+
+// FlushError keeps held-back bytes held back: the response is written
+// whole at the end.
+func (m *metadataRecorder) FlushError() error {
+	if m.buffering {
+		return nil
+	}
+	return http.NewResponseController(m.ResponseWriterWrapper.ResponseWriter).Flush()
+}
+
+// flush stops holding back: it writes the status and what was held, and
+// lets the rest stream.
+func (m *metadataRecorder) flush() error {
+	m.buffering = false
+	m.ResponseWriterWrapper.WriteHeader(m.status)
+	_, err := m.ResponseWriterWrapper.Write(m.buf.Bytes())
+	m.buf.Reset()
 	return err
 }
 

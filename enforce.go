@@ -81,6 +81,9 @@ const (
 // attacker's.
 func (h *Handler) enforceAuthorize(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	params, perr := readParams(r, true)
+	if perr == nil {
+		perr = checkSingle(params)
+	}
 	if perr != nil {
 		return h.errorPage(w, r, perr)
 	}
@@ -192,11 +195,18 @@ func (h *Handler) enforceToken(w http.ResponseWriter, r *http.Request, next cadd
 		return next.ServeHTTP(w, r)
 	}
 	form, perr := readParams(r, false)
+	if perr == nil {
+		perr = checkSingle(form)
+	}
 	if perr != nil {
 		return h.tokenError(w, r, perr, false)
 	}
 
-	basicID, basicSecret, hasBasic := basicCredentials(r)
+	basicID, basicSecret, hasBasic, malformed := basicCredentials(r)
+	if malformed {
+		return h.tokenError(w, r, invalidClient("basic_malformed",
+			"the Authorization header does not hold form-encoded client credentials"), true)
+	}
 	id := form.Get("client_id")
 	if hasBasic {
 		if id != "" && id != basicID {
@@ -281,17 +291,20 @@ func (h *Handler) authenticateClient(c *clientdb.Client, form url.Values, hasBas
 
 // basicCredentials returns the client credentials of an HTTP Basic
 // Authorization header, form-decoded as RFC 6749 section 2.3.1 requires.
-func basicCredentials(r *http.Request) (id, secret string, ok bool) {
+// malformed reports a Basic header whose credentials cannot be decoded:
+// such a request must not pass as unauthenticated.
+func basicCredentials(r *http.Request) (id, secret string, ok, malformed bool) {
 	user, pass, ok := r.BasicAuth()
 	if !ok {
-		return "", "", false
+		scheme, _, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		return "", "", false, strings.EqualFold(scheme, "Basic")
 	}
 	id, err1 := url.QueryUnescape(user)
 	secret, err2 := url.QueryUnescape(pass)
 	if err1 != nil || err2 != nil {
-		return "", "", false
+		return "", "", false, true
 	}
-	return id, secret, true
+	return id, secret, true, false
 }
 
 // readParams returns a request's OAuth parameters: the query, and for a
@@ -333,6 +346,20 @@ func readParams(r *http.Request, withQuery bool) (url.Values, *protoError) {
 	return params, nil
 }
 
+// checkSingle refuses a request that repeats an OAuth parameter, which
+// RFC 6749 section 3.1 forbids: the handler and the backend could read
+// different values.
+func checkSingle(params url.Values) *protoError {
+	for name, values := range params {
+		if len(values) > 1 {
+			return enforceError(http.StatusBadRequest, codeInvalidRequest,
+				"parameter_repeated", fmt.Sprintf(
+					"parameter %q is given more than once", truncate(name)))
+		}
+	}
+	return nil
+}
+
 // admit passes the checked client's identity to the backend in headers and
 // to other handlers as placeholders, and records its use.
 func (h *Handler) admit(r *http.Request, c *clientdb.Client) {
@@ -353,19 +380,27 @@ func (h *Handler) admit(r *http.Request, c *clientdb.Client) {
 }
 
 // stripIdentity removes identity headers a caller sent, so that the backend
-// can trust the ones the handler sets.
+// can trust the ones the handler sets. Spellings with underscores go too:
+// CGI-style backends, FastCGI among them, read "X-DCR-Client_ID" as the
+// same variable as "X-DCR-Client-ID".
 func (h *Handler) stripIdentity(r *http.Request) {
-	r.Header.Del(h.identity.ClientIDHeader)
-	r.Header.Del(h.identity.ClientNameHeader)
-	r.Header.Del(h.identity.ClientTypeHeader)
+	for name := range r.Header {
+		canon := strings.ReplaceAll(name, "_", "-")
+		if strings.EqualFold(canon, h.identity.ClientIDHeader) ||
+			strings.EqualFold(canon, h.identity.ClientNameHeader) ||
+			strings.EqualFold(canon, h.identity.ClientTypeHeader) {
+			delete(r.Header, name)
+		}
+	}
 }
 
-// headerSafe makes a client name fit an HTTP header value: names are
-// checked for control characters at registration, and non-ASCII text is
-// percent-encoded so that every proxy passes it unchanged.
+// headerSafe makes a client name fit an HTTP header value: a name with
+// non-ASCII or control characters, or with a "%", is percent-encoded, so
+// that every proxy passes it unchanged and a backend that decodes it
+// always gets the registered name back.
 func headerSafe(s string) string {
 	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] >= 0x7f {
+		if s[i] < 0x20 || s[i] >= 0x7f || s[i] == '%' {
 			return url.PathEscape(s)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	pathpkg "path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -258,13 +259,25 @@ func (h *Handler) Validate() error {
 			if p.path != "" && !strings.HasPrefix(p.path, "/") {
 				return fmt.Errorf("enforce %s %q: must be a path starting with /", p.name, p.path)
 			}
-			if p.path == h.Endpoint {
-				return fmt.Errorf("enforce %s %q: is the registration endpoint", p.name, p.path)
+			if p.path == h.Endpoint || strings.HasPrefix(p.path, h.Endpoint+"/") {
+				return fmt.Errorf("enforce %s %q: is the registration endpoint or under it",
+					p.name, p.path)
+			}
+			if p.path != "" && pathpkg.Clean(p.path) != p.path {
+				return fmt.Errorf("enforce %s %q: must be a clean path (try %q)",
+					p.name, p.path, pathpkg.Clean(p.path))
 			}
 		}
 		if e.Authorize == "" && e.Token == "" {
 			return fmt.Errorf("enforce: name the authorize or the token endpoint, or both")
 		}
+		if e.Authorize == e.Token {
+			return fmt.Errorf("enforce: authorize and token name the same path %q", e.Token)
+		}
+	}
+	if h.ExpireUnused > 0 && h.Enforce == nil {
+		return fmt.Errorf("expire_unused: needs an enforce block, since use is " +
+			"only seen at enforced endpoints; without it every client would expire")
 	}
 	if h.BaseURL != "" {
 		u, err := url.Parse(h.BaseURL)
@@ -353,15 +366,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // forward passes a request that is not for the registration endpoints on
 // to next, through discovery or enforcement where configured.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	path := r.URL.Path
 	switch {
-	case *h.Discovery && r.Method == http.MethodGet && isMetadataPath(path):
+	case *h.Discovery && r.Method == http.MethodGet && isMetadataPath(r.URL.Path):
 		return h.serveMetadata(w, r, next)
 	case h.Enforce == nil:
 		return next.ServeHTTP(w, r)
-	case h.Enforce.Authorize != "" && path == h.Enforce.Authorize:
+	}
+
+	// Backends often serve a path in other spellings (case, repeated or
+	// trailing slashes); each of them must be checked as well.
+	path := pathpkg.Clean("/" + r.URL.Path)
+	switch {
+	case h.Enforce.Authorize != "" && strings.EqualFold(path, h.Enforce.Authorize):
 		return h.enforceAuthorize(w, r, next)
-	case h.Enforce.Token != "" && path == h.Enforce.Token:
+	case h.Enforce.Token != "" && strings.EqualFold(path, h.Enforce.Token):
 		return h.enforceToken(w, r, next)
 	}
 	return next.ServeHTTP(w, r)

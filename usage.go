@@ -94,6 +94,30 @@ func (h *Handler) writeUsage(ctx context.Context) {
 		return nil
 	})
 	if err != nil {
+		// Keep the use for the next attempt, unless this one was cut
+		// off by shutdown.
+		if ctx.Err() != nil {
+			return
+		}
+		h.usage.restore(pending)
 		h.logger.Error("recording client use", zap.Int("clients", len(pending)), zap.Error(err))
+	}
+}
+
+// restore puts back use that could not be written, keeping newer use
+// recorded meanwhile.
+func (u *usageTracker) restore(p map[string]int64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.pending == nil {
+		u.pending = make(map[string]int64, len(p))
+	}
+	for id, at := range p {
+		if len(u.pending) >= maxPendingUsage {
+			return
+		}
+		if at > u.pending[id] {
+			u.pending[id] = at
+		}
 	}
 }
