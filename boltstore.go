@@ -21,6 +21,11 @@ var stores = caddy.NewUsagePool()
 // between commits so that other processes can read the file.
 type boltStore struct {
 	writer *clientdb.Writer
+
+	// usage is the use of clients not yet written. It lives with the
+	// store, not the handler, so that after a reload the new handler's
+	// expiry pass writes what the old one saw before judging clients.
+	usage usageTracker
 }
 
 // acquireStore returns the shared store for the database at path; every

@@ -135,6 +135,10 @@ func checkAuthorization(c *clientdb.Client, params url.Values) *protoError {
 	}
 
 	rt := params.Get("response_type")
+	if rt == "" {
+		return enforceError(http.StatusBadRequest, codeInvalidRequest,
+			"response_type_missing", "response_type is required")
+	}
 	if !slices.ContainsFunc(m.ResponseTypes, func(reg string) bool {
 		return sameWords(reg, rt)
 	}) {
@@ -235,10 +239,21 @@ func (h *Handler) enforceToken(w http.ResponseWriter, r *http.Request, next cadd
 		return h.tokenError(w, r, storeError(err), false)
 	}
 
+	if !gatewayAuthenticates(c) {
+		// TODO: verify client_secret_jwt and private_key_jwt assertions;
+		// until then the backend checks them, and no identity headers
+		// vouch for a client the gateway did not authenticate.
+		return next.ServeHTTP(w, r)
+	}
 	if perr := h.authenticateClient(c, form, hasBasic, basicSecret); perr != nil {
 		return h.tokenError(w, r, perr, hasBasic)
 	}
-	if g := form.Get("grant_type"); !slices.Contains(c.Metadata.GrantTypes, g) {
+	g := form.Get("grant_type")
+	if g == "" {
+		return h.tokenError(w, r, enforceError(http.StatusBadRequest,
+			codeInvalidRequest, "grant_type_missing", "grant_type is required"), false)
+	}
+	if !slices.Contains(c.Metadata.GrantTypes, g) {
 		return h.tokenError(w, r, enforceError(http.StatusBadRequest,
 			codeUnauthorizedClient, "grant_type_registered", fmt.Sprintf(
 				"grant_type %q is not registered for this client", truncate(g))), false)
@@ -275,8 +290,7 @@ func (h *Handler) authenticateClient(c *clientdb.Client, form url.Values, hasBas
 		}
 		return nil
 	default:
-		// TODO: verify client_secret_jwt and private_key_jwt assertions;
-		// until then the backend checks them.
+		// Not reached: enforceToken passes such clients on unchecked.
 		return nil
 	}
 
@@ -287,6 +301,16 @@ func (h *Handler) authenticateClient(c *clientdb.Client, form url.Values, hasBas
 		return invalidClient("secret_invalid", "client authentication failed")
 	}
 	return nil
+}
+
+// gatewayAuthenticates reports whether the gateway can check the client's
+// token endpoint authentication itself: a shared secret or none.
+func gatewayAuthenticates(c *clientdb.Client) bool {
+	switch c.Metadata.TokenEndpointAuthMethod {
+	case authClientSecretBasic, authClientSecretPost, authNone:
+		return true
+	}
+	return false
 }
 
 // basicCredentials returns the client credentials of an HTTP Basic
@@ -346,12 +370,21 @@ func readParams(r *http.Request, withQuery bool) (url.Values, *protoError) {
 	return params, nil
 }
 
-// checkSingle refuses a request that repeats an OAuth parameter, which
-// RFC 6749 section 3.1 forbids: the handler and the backend could read
-// different values.
+// singleValued are the parameters that RFC 6749 section 3.1 and its
+// extensions allow once per request. Others, such as the resource
+// indicators of RFC 8707, may repeat.
+var singleValued = []string{
+	"client_id", "client_secret", "redirect_uri", "response_type",
+	"response_mode", "code_challenge", "code_challenge_method",
+	"grant_type", "code", "code_verifier", "refresh_token", "scope",
+	"state", "nonce", "client_assertion", "client_assertion_type",
+}
+
+// checkSingle refuses a request that repeats a single-valued parameter:
+// the handler and the backend could read different values.
 func checkSingle(params url.Values) *protoError {
-	for name, values := range params {
-		if len(values) > 1 {
+	for _, name := range singleValued {
+		if values := params[name]; len(values) > 1 {
 			return enforceError(http.StatusBadRequest, codeInvalidRequest,
 				"parameter_repeated", fmt.Sprintf(
 					"parameter %q is given more than once", truncate(name)))
@@ -371,21 +404,30 @@ func (h *Handler) admit(r *http.Request, c *clientdb.Client) {
 	r.Header.Set(h.identity.ClientNameHeader, headerSafe(c.Metadata.ClientName))
 	r.Header.Set(h.identity.ClientTypeHeader, kind)
 
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("http.dcr.client_id", c.ID)
-		repl.Set("http.dcr.client_name", c.Metadata.ClientName)
-		repl.Set("http.dcr.client_type", kind)
-	}
+	setPlaceholders(r, c.ID, c.Metadata.ClientName, kind)
 	h.usage.touch(c.ID, h.now())
 }
 
+// setPlaceholders sets the client identity placeholders of the request.
+func setPlaceholders(r *http.Request, id, name, kind string) {
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		repl.Set("http.dcr.client_id", id)
+		repl.Set("http.dcr.client_name", name)
+		repl.Set("http.dcr.client_type", kind)
+	}
+}
+
+// headerFolder maps the characters that CGI-style backends treat as a
+// hyphen in header names (PHP folds both) to a hyphen.
+var headerFolder = strings.NewReplacer("_", "-", ".", "-")
+
 // stripIdentity removes identity headers a caller sent, so that the backend
-// can trust the ones the handler sets. Spellings with underscores go too:
-// CGI-style backends, FastCGI among them, read "X-DCR-Client_ID" as the
-// same variable as "X-DCR-Client-ID".
+// can trust the ones the handler sets. Spellings with underscores or dots
+// go too: CGI-style backends, FastCGI among them, read "X-DCR-Client_ID"
+// as the same variable as "X-DCR-Client-ID".
 func (h *Handler) stripIdentity(r *http.Request) {
 	for name := range r.Header {
-		canon := strings.ReplaceAll(name, "_", "-")
+		canon := headerFolder.Replace(name)
 		if strings.EqualFold(canon, h.identity.ClientIDHeader) ||
 			strings.EqualFold(canon, h.identity.ClientNameHeader) ||
 			strings.EqualFold(canon, h.identity.ClientTypeHeader) {

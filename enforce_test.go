@@ -321,7 +321,7 @@ func TestCheckAuthorization(t *testing.T) {
 			codeInvalidRequest, "redirect_uri_registered"},
 		{"response_type unregistered", one, "response_type=token",
 			codeUnauthorizedClient, "response_type_registered"},
-		{"response_type missing", one, "", codeUnauthorizedClient, "response_type_registered"},
+		{"response_type missing", one, "", codeInvalidRequest, "response_type_missing"},
 		{"response_type part of registered", hybrid, "response_type=code",
 			codeUnauthorizedClient, "response_type_registered"},
 		{"response_type reordered", hybrid, "response_type=id_token+code", "", ""},
@@ -538,12 +538,12 @@ func TestEnforceToken(t *testing.T) {
 		{name: "private_key_jwt left to the backend", body: code + "&client_id=jwt" +
 			"&client_assertion_type=" +
 			url.QueryEscape("urn:ietf:params:oauth:client-assertion-type:jwt-bearer") +
-			"&client_assertion=e30.e30.sig", id: "jwt", kind: "confidential"},
+			"&client_assertion=e30.e30.sig"},
 		{name: "grant type unregistered", auth: enBasic("web", enSecret),
 			body:   "grant_type=client_credentials",
 			status: http.StatusBadRequest, code: codeUnauthorizedClient},
 		{name: "grant type missing", auth: enBasic("web", enSecret), body: "code=xyz",
-			status: http.StatusBadRequest, code: codeUnauthorizedClient},
+			status: http.StatusBadRequest, code: codeInvalidRequest},
 		{name: "client_id conflict", auth: enBasic("web", enSecret),
 			body:   code + "&client_id=post",
 			status: http.StatusBadRequest, code: codeInvalidRequest},

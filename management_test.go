@@ -76,7 +76,7 @@ func mgHandler(t *testing.T, change func(*Handler)) (
 		stop:         make(chan struct{}),
 		Discovery:    orTrue(nil),
 		identity:     &Enforce{},
-		usage:        &usageTracker{},
+		usage:        &store.usage,
 	}
 	h.identity.provision()
 	// Cleanup is idempotent, so a test may call it first.

@@ -217,10 +217,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("opening client store %s: %w", h.Store, err)
 	}
 	h.store, h.storeKey = store, key
+	h.usage = &store.usage
 
 	// The sweeper stops when this config is unloaded or cleaned up.
 	h.stop = make(chan struct{})
-	h.usage = &usageTracker{}
 	go h.sweepTombstones(ctx)
 	if h.ExpireUnused > 0 {
 		go h.expireUnused(ctx)
@@ -345,6 +345,9 @@ func (h *Handler) Cleanup() error {
 // others to next.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	h.stripIdentity(r)
+	// Empty until enforcement admits a client, so that a config using
+	// them never sends the placeholder's own text.
+	setPlaceholders(r, "", "", "")
 
 	path := r.URL.Path
 	if path != h.Endpoint {
@@ -377,12 +380,23 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	// trailing slashes); each of them must be checked as well.
 	path := pathpkg.Clean("/" + r.URL.Path)
 	switch {
-	case h.Enforce.Authorize != "" && strings.EqualFold(path, h.Enforce.Authorize):
+	case isEndpoint(path, h.Enforce.Authorize):
 		return h.enforceAuthorize(w, r, next)
-	case h.Enforce.Token != "" && strings.EqualFold(path, h.Enforce.Token):
+	case isEndpoint(path, h.Enforce.Token):
 		return h.enforceToken(w, r, next)
 	}
 	return next.ServeHTTP(w, r)
+}
+
+// isEndpoint reports whether a cleaned request path reaches the enforced
+// endpoint ep: equal ignoring case, or followed by a format suffix
+// (".json", routed to the same action by some frameworks) or path
+// parameters (";jsessionid=...", dropped by servlet containers).
+func isEndpoint(path, ep string) bool {
+	if ep == "" || len(path) < len(ep) || !strings.EqualFold(path[:len(ep)], ep) {
+		return false
+	}
+	return len(path) == len(ep) || path[len(ep)] == '.' || path[len(ep)] == ';'
 }
 
 // clientIP returns the client's IP address as Caddy determined it, which

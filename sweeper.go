@@ -88,6 +88,9 @@ func (h *Handler) sweepTombstones(ctx context.Context) {
 func (h *Handler) expireUnused(ctx context.Context) {
 	idle := time.Duration(h.ExpireUnused)
 	h.periodically(ctx, sweepInterval(idle), func(ctx context.Context) {
+		// Use seen but not yet written counts: write it first.
+		h.writeUsage(ctx)
+
 		now := h.now()
 		cutoff := now.Add(-idle)
 		after := ""
