@@ -2,8 +2,10 @@ package dcr
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"time"
 
 	"github.com/caddy-dcr/caddy-dcr/clientdb"
 
@@ -21,6 +23,7 @@ var stores = caddy.NewUsagePool()
 // between commits so that other processes can read the file.
 type boltStore struct {
 	writer *clientdb.Writer
+	cache  clientCache
 
 	// usage is the use of clients not yet written. It lives with the
 	// store, not the handler, so that after a reload the new handler's
@@ -40,7 +43,9 @@ func acquireStore(path string) (*boltStore, string, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &boltStore{writer: w}, nil
+		s := &boltStore{writer: w}
+		w.OnCommit(s.cache.invalidate)
+		return s, nil
 	})
 	if err != nil {
 		return nil, "", err
@@ -79,14 +84,25 @@ func (s *boltStore) View(fn func(*clientdb.Tx) error) error {
 	return s.writer.View(fn)
 }
 
-// Client returns the stored client with the given ID.
+// Client returns the stored client with the given ID, from the cache if
+// it was looked up recently. The client is shared and must not be
+// modified.
 func (s *boltStore) Client(id string) (*clientdb.Client, error) {
+	now := time.Now()
+	if e, ok := s.cache.get(id, now); ok {
+		return e.client, e.err
+	}
+
+	gen := s.cache.generation()
 	var c *clientdb.Client
 	err := s.writer.View(func(tx *clientdb.Tx) error {
 		var err error
 		c, err = tx.Client(id)
 		return err
 	})
+	if err == nil || errors.Is(err, clientdb.ErrNotFound) || errors.Is(err, clientdb.ErrDeleted) {
+		s.cache.put(id, gen, cachedClient{client: c, err: err, at: now})
+	}
 	return c, err
 }
 

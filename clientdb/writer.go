@@ -23,9 +23,10 @@ import (
 type Writer struct {
 	path string
 
-	mu      sync.Mutex
-	queue   []*change
-	running bool
+	mu       sync.Mutex
+	queue    []*change
+	running  bool
+	onCommit func()
 }
 
 // change is one caller's function waiting to be committed.
@@ -88,13 +89,19 @@ func (w *Writer) Update(ctx context.Context, fn func(*Tx) error) error {
 	}
 }
 
+// OnCommit sets fn to be called after every successful commit, once the
+// changes are durable and before the callers of Update are released: a
+// cache of the store can drop what the commit may have changed. Call it
+// before the first Update; fn must be quick and must not call Update.
+func (w *Writer) OnCommit(fn func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.onCommit = fn
+}
+
 // View runs fn in a read-only transaction, as a [Reader] would.
 func (w *Writer) View(fn func(*Tx) error) error {
-	r, err := OpenReader(w.path)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
+	r := Reader{path: w.path}
 	return r.View(fn)
 }
 
@@ -135,6 +142,12 @@ func (w *Writer) commitGroup(group []*change) {
 			}
 			return
 		default:
+			w.mu.Lock()
+			onCommit := w.onCommit
+			w.mu.Unlock()
+			if onCommit != nil {
+				onCommit()
+			}
 			for _, c := range group {
 				close(c.done)
 			}
