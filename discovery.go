@@ -48,13 +48,16 @@ func hasIssuerPath(path, prefix string) bool {
 // registration endpoint to a JSON answer, keeping everything else as the
 // backend sent it. Answers that are not a 200 with an uncompressed JSON
 // object pass through untouched.
-func (h *Handler) serveMetadata(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Handler) serveMetadata(w http.ResponseWriter, r *http.Request,
+	next caddyhttp.Handler) error {
 	// Ask the backend for an uncompressed document, so that it can be
 	// rewritten; HTTP clients send Accept-Encoding by default, and Caddy's
 	// encode handler, if configured, compresses the final answer anyway.
 	r.Header.Del("Accept-Encoding")
 
-	rec := &metadataRecorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	rec := &metadataRecorder{
+		ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w},
+	}
 	if err := next.ServeHTTP(rec, r); err != nil {
 		return err
 	}

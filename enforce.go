@@ -79,7 +79,8 @@ const (
 // 4.1.1) of a registered client and passes it on with the client's
 // identity. It never redirects on a violation: the redirect URI may be the
 // attacker's.
-func (h *Handler) enforceAuthorize(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Handler) enforceAuthorize(w http.ResponseWriter, r *http.Request,
+	next caddyhttp.Handler) error {
 	params, perr := readParams(r, true)
 	if perr == nil {
 		perr = checkSingle(params)
@@ -194,7 +195,8 @@ func sameWords(a, b string) bool {
 // enforceToken checks a token request (RFC 6749 section 3.2) of a
 // registered client: its authentication as registered, including secret
 // expiry, and its grant type.
-func (h *Handler) enforceToken(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+func (h *Handler) enforceToken(w http.ResponseWriter, r *http.Request,
+	next caddyhttp.Handler) error {
 	if r.Method != http.MethodPost {
 		return next.ServeHTTP(w, r)
 	}
@@ -265,7 +267,8 @@ func (h *Handler) enforceToken(w http.ResponseWriter, r *http.Request, next cadd
 
 // authenticateClient checks a token request's client authentication
 // against the registered method and the stored secret.
-func (h *Handler) authenticateClient(c *clientdb.Client, form url.Values, hasBasic bool, basicSecret string) *protoError {
+func (h *Handler) authenticateClient(c *clientdb.Client, form url.Values,
+	hasBasic bool, basicSecret string) *protoError {
 	postSecret, hasPost := form["client_secret"]
 	if hasBasic && hasPost {
 		// RFC 6749 section 2.3: one method per request.
@@ -460,7 +463,8 @@ func invalidClient(rule, description string) *protoError {
 // tokenError answers a token request with the JSON error of RFC 6749
 // section 5.2; basic adds the challenge that section requires when the
 // client tried HTTP Basic authentication.
-func (h *Handler) tokenError(w http.ResponseWriter, r *http.Request, e *protoError, basic bool) error {
+func (h *Handler) tokenError(w http.ResponseWriter, r *http.Request,
+	e *protoError, basic bool) error {
 	h.logEnforcement(r, "token", e)
 	if basic && e.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Basic realm="token", charset="UTF-8"`)

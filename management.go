@@ -224,7 +224,8 @@ func (h *Handler) applyUpdate(cur *clientdb.Client, m *clientdb.Metadata,
 // readUpdate reads and decodes an update request and checks the members
 // RFC 7592 section 2.2 constrains: no issued values other than client_id
 // and client_secret, which must be the current ones.
-func (h *Handler) readUpdate(w http.ResponseWriter, r *http.Request, c *clientdb.Client) (*request, *protoError) {
+func (h *Handler) readUpdate(w http.ResponseWriter, r *http.Request,
+	c *clientdb.Client) (*request, *protoError) {
 	body, perr := h.readBody(w, r)
 	if perr != nil {
 		return nil, perr

@@ -133,7 +133,8 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
 }
 
 // readMetadata reads the body of a registration request and decodes it.
-func (h *Handler) readMetadata(w http.ResponseWriter, r *http.Request) (*clientdb.Metadata, *protoError) {
+func (h *Handler) readMetadata(w http.ResponseWriter, r *http.Request) (
+	*clientdb.Metadata, *protoError) {
 	body, perr := h.readBody(w, r)
 	if perr != nil {
 		return nil, perr

@@ -27,7 +27,8 @@ func sweepInterval(period time.Duration) time.Duration {
 // the handler is cleaned up. Running first matters: every config reload
 // starts new background work, and work that waited first would never run
 // on a server reloaded more often than its interval.
-func (h *Handler) periodically(ctx context.Context, interval time.Duration, fn func(context.Context)) {
+func (h *Handler) periodically(ctx context.Context, interval time.Duration,
+	fn func(context.Context)) {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {

@@ -145,7 +145,8 @@ func sweepKey(deletedAt int64, id string) []byte {
 // LastUsedAt, or IssuedAt for clients never used), scanning at most limit
 // clients in ID order after the ID after ("" to start at the first). It
 // also returns the last ID scanned, to resume from, or "" at the end.
-func (t *Tx) Unused(cutoff time.Time, after string, limit int) (ids []string, last string, err error) {
+func (t *Tx) Unused(cutoff time.Time, after string, limit int) (
+	ids []string, last string, err error) {
 	b := t.clients()
 	if b == nil {
 		return nil, "", nil
