@@ -24,8 +24,8 @@ const helperEnv = "CLIENTDB_TEST_HELPER_DB"
 
 // TestHelperReaderProcess is not a test: run as a child process with
 // helperEnv set, it is a reader in another process. It looks up each client
-// ID read from stdin and answers "ok <id>", "missing <id>" or
-// "error <id>: <cause>", one line each.
+// ID read from stdin and answers "ok <id>", "deleted <id>", "missing <id>"
+// or "error <id>: <cause>", one line each.
 func TestHelperReaderProcess(t *testing.T) {
 	path := os.Getenv(helperEnv)
 	if path == "" {
@@ -45,6 +45,8 @@ func TestHelperReaderProcess(t *testing.T) {
 		switch {
 		case err == nil:
 			fmt.Printf("ok %s\n", id)
+		case errors.Is(err, ErrDeleted):
+			fmt.Printf("deleted %s\n", id)
 		case errors.Is(err, ErrNotFound):
 			fmt.Printf("missing %s\n", id)
 		default:

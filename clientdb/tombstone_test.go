@@ -1,3 +1,5 @@
+//go:build linux || darwin || freebsd || openbsd || netbsd || dragonfly
+
 package clientdb
 
 import (
@@ -757,45 +759,7 @@ func TestTxPutOverTombstone(t *testing.T) {
 	}
 }
 
-// deletionHelperEnv names the database for TestHelperDeletionReader; set,
-// it turns the test binary into a reader process that can tell a deleted
-// client from a missing one.
-const deletionHelperEnv = "CLIENTDB_TEST_DELETION_HELPER_DB"
-
-// TestHelperDeletionReader is not a test: run as a child process with
-// deletionHelperEnv set, it looks up each client ID read from stdin and
-// answers "ok <id>", "deleted <id>", "missing <id>" or "error <id>: <cause>",
-// one line each.
-func TestHelperDeletionReader(t *testing.T) {
-	path := os.Getenv(deletionHelperEnv)
-	if path == "" {
-		t.Skip("helper process for TestCrossProcessReaderSeesDeletion")
-	}
-	r, err := OpenReader(path)
-	if err != nil {
-		fmt.Printf("error opening: %v\n", err)
-		os.Exit(2)
-	}
-	defer r.Close()
-
-	in := bufio.NewScanner(os.Stdin)
-	for in.Scan() {
-		id := in.Text()
-		_, err := r.Lookup(id)
-		switch {
-		case err == nil:
-			fmt.Printf("ok %s\n", id)
-		case errors.Is(err, ErrDeleted):
-			fmt.Printf("deleted %s\n", id)
-		case errors.Is(err, ErrNotFound):
-			fmt.Printf("missing %s\n", id)
-		default:
-			fmt.Printf("error %s: %v\n", id, err)
-		}
-	}
-}
-
-// deletionReader is a running TestHelperDeletionReader, asked one ID at a
+// deletionReader is a running TestHelperReaderProcess, asked one ID at a
 // time.
 type deletionReader struct {
 	cmd    *exec.Cmd
@@ -812,8 +776,8 @@ func startDeletionReader(t *testing.T, path string) *deletionReader {
 
 	p := &deletionReader{}
 	p.cmd = exec.CommandContext(ctx, os.Args[0],
-		"-test.run=^TestHelperDeletionReader$")
-	p.cmd.Env = append(os.Environ(), deletionHelperEnv+"="+path)
+		"-test.run=^TestHelperReaderProcess$")
+	p.cmd.Env = append(os.Environ(), helperEnv+"="+path)
 	p.cmd.Stderr = &p.stderr
 	var err error
 	if p.in, err = p.cmd.StdinPipe(); err != nil {
