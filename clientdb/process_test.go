@@ -18,10 +18,6 @@ import (
 	"time"
 )
 
-// helperEnv names the database for TestHelperReaderProcess; set, it turns
-// the test binary into a reader process.
-const helperEnv = "CLIENTDB_TEST_HELPER_DB"
-
 // TestHelperReaderProcess is not a test: run as a child process with
 // helperEnv set, it is a reader in another process. It looks up each client
 // ID read from stdin and answers "ok <id>", "deleted <id>", "missing <id>"

@@ -22,6 +22,10 @@ const (
 )
 
 // testClient returns a client with a secret and typical metadata.
+// helperEnv names the database for TestHelperReaderProcess; set, it turns
+// the test binary into a reader process.
+const helperEnv = "CLIENTDB_TEST_HELPER_DB"
+
 func testClient(id string) *Client {
 	return &Client{
 		ID:         id,

@@ -1,5 +1,3 @@
-//go:build linux || darwin || freebsd || openbsd || netbsd || dragonfly
-
 package clientdb
 
 import (
