@@ -21,11 +21,11 @@ const (
 	eventually = 30 * time.Second
 )
 
-// testClient returns a client with a secret and typical metadata.
 // helperEnv names the database for TestHelperReaderProcess; set, it turns
 // the test binary into a reader process.
 const helperEnv = "CLIENTDB_TEST_HELPER_DB"
 
+// testClient returns a client with a secret and typical metadata.
 func testClient(id string) *Client {
 	return &Client{
 		ID:         id,
