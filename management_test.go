@@ -53,7 +53,7 @@ func (c *mgClock) advance(d time.Duration) {
 // with its own store in a temporary directory, a fake clock and a logger
 // whose entries the test can read. change, if not nil, adjusts it
 // afterwards. No sweeper runs.
-func mgHandler(t *testing.T, change func(*Handler)) (
+func mgHandler(t testing.TB, change func(*Handler)) (
 	*Handler, *mgClock, *observer.ObservedLogs) {
 	t.Helper()
 	store, key, err := acquireStore(filepath.Join(t.TempDir(), "c.db"))
