@@ -28,6 +28,7 @@ type protoError struct {
 	Cause       error
 }
 
+// Error describes the error for logs, with the cause.
 func (e *protoError) Error() string {
 	if e.Cause != nil {
 		return e.Code + ": " + e.Description + ": " + e.Cause.Error()
@@ -35,6 +36,7 @@ func (e *protoError) Error() string {
 	return e.Code + ": " + e.Description
 }
 
+// Unwrap returns the internal cause.
 func (e *protoError) Unwrap() error { return e.Cause }
 
 // metadataError returns a 400 invalid_client_metadata error.

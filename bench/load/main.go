@@ -111,8 +111,10 @@ func main() {
 // headerFlags collects repeated -H flags.
 type headerFlags []string
 
+// String implements flag.Value.
 func (h *headerFlags) String() string { return strings.Join(*h, ", ") }
 
+// Set implements flag.Value.
 func (h *headerFlags) Set(v string) error {
 	*h = append(*h, v)
 	return nil
