@@ -88,6 +88,12 @@ func (s *boltStore) View(fn func(*clientdb.Tx) error) error {
 // it was looked up recently. The client is shared and must not be
 // modified.
 func (s *boltStore) Client(id string) (*clientdb.Client, error) {
+	// An ID no registration could have produced is unknown, without a
+	// read and without a cache entry that a caller could grow with long
+	// IDs of its choosing.
+	if !plausibleClientID(id) {
+		return nil, clientdb.ErrNotFound
+	}
 	now := time.Now()
 	if e, ok := s.cache.get(id, now); ok {
 		return e.client, e.err
@@ -104,6 +110,17 @@ func (s *boltStore) Client(id string) (*clientdb.Client, error) {
 		s.cache.put(id, gen, cachedClient{client: c, err: err, at: now})
 	}
 	return c, err
+}
+
+// maxClientIDLength bounds the client IDs looked up in the store. Issued
+// IDs are 22 characters; the margin leaves room for IDs imported by other
+// tools.
+const maxClientIDLength = 128
+
+// plausibleClientID reports whether id could be a stored client ID: short
+// printable ASCII.
+func plausibleClientID(id string) bool {
+	return id != "" && len(id) <= maxClientIDLength && printableASCII(id)
 }
 
 // Interface guards

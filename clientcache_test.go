@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,5 +104,27 @@ func TestStoreCacheSeesCommits(t *testing.T) {
 	}
 	if _, err := s.Client("a"); !errors.Is(err, clientdb.ErrDeleted) {
 		t.Fatalf("after delete: %v, want ErrDeleted", err)
+	}
+}
+
+// TestStoreClientImplausibleID checks that an ID no registration could
+// have produced is unknown without a read and leaves no cache entry, so
+// that probes cannot grow the cache with long keys.
+func TestStoreClientImplausibleID(t *testing.T) {
+	s, key, err := acquireStore(filepath.Join(t.TempDir(), "c.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { releaseStore(key) })
+
+	for _, id := range []string{
+		"", strings.Repeat("a", maxClientIDLength+1), "a b", "caf\u00e9",
+	} {
+		if _, err := s.Client(id); !errors.Is(err, clientdb.ErrNotFound) {
+			t.Errorf("Client(%q): %v, want ErrNotFound", id, err)
+		}
+	}
+	if n := len(s.cache.entries); n != 0 {
+		t.Errorf("%d cache entries, want 0", n)
 	}
 }

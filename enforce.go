@@ -7,7 +7,6 @@ import (
 	"html/template"
 	"io"
 	"mime"
-
 	"net/http"
 	"net/url"
 	"slices"
@@ -197,8 +196,17 @@ func sameWords(a, b string) bool {
 // expiry, and its grant type.
 func (h *Handler) enforceToken(w http.ResponseWriter, r *http.Request,
 	next caddyhttp.Handler) error {
-	if r.Method != http.MethodPost {
+	switch r.Method {
+	case http.MethodPost:
+	case http.MethodOptions:
+		// CORS preflight of browser-based clients: the backend answers.
 		return next.ServeHTTP(w, r)
+	default:
+		// RFC 6749 section 3.2: a backend that took token requests by
+		// another method would take them unchecked.
+		w.Header().Set("Allow", "POST, OPTIONS")
+		return h.tokenError(w, r, enforceError(http.StatusMethodNotAllowed,
+			codeInvalidRequest, "method", "token requests must use POST"), false)
 	}
 	form, perr := readParams(r, false)
 	if perr == nil {
@@ -339,15 +347,35 @@ func basicCredentials(r *http.Request) (id, secret string, ok, malformed bool) {
 // the query parameters (authorization requests); token requests take
 // parameters from the body only.
 func readParams(r *http.Request, withQuery bool) (url.Values, *protoError) {
+	// Parsed strictly: a pair that a lenient parser would drop (a bad
+	// escape, a ";") could carry a value the backend reads and the
+	// gateway never checked.
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, enforceError(http.StatusBadRequest, codeInvalidRequest,
+			"query_syntax", "the query string is not valid form encoding")
+	}
 	params := url.Values{}
 	if withQuery {
-		params = r.URL.Query()
+		params = query
+	} else if slices.ContainsFunc(singleValued, query.Has) {
+		// RFC 6749 section 3.2: token request parameters travel in the
+		// body; a backend that also reads the query must not see any
+		// the gateway did not check.
+		return nil, enforceError(http.StatusBadRequest, codeInvalidRequest,
+			"token_query", "token request parameters must be sent in the request body")
 	}
 	if r.Method != http.MethodPost {
 		return params, nil
 	}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt != "application/x-www-form-urlencoded" {
+		if r.ContentLength != 0 {
+			// A body the gateway cannot read may hold parameters the
+			// backend reads.
+			return nil, enforceError(http.StatusUnsupportedMediaType, codeInvalidRequest,
+				"form_type", "the request body must be application/x-www-form-urlencoded")
+		}
 		return params, nil
 	}
 

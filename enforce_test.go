@@ -503,6 +503,7 @@ func TestEnforceToken(t *testing.T) {
 		name      string
 		only      bool
 		method    string // default POST
+		target    string // default enToken
 		auth      string
 		body      string
 		status    int // 0: passed on
@@ -560,7 +561,12 @@ func TestEnforceToken(t *testing.T) {
 			status: http.StatusUnauthorized, code: codeInvalidClient, challenge: true},
 		{name: "expired client", body: code + "&client_id=old",
 			status: http.StatusUnauthorized, code: codeInvalidClient},
-		{name: "GET passes", method: http.MethodGet, auth: enBasic("web", "nope")},
+		{name: "GET refused", method: http.MethodGet, auth: enBasic("web", "nope"),
+			status: http.StatusMethodNotAllowed, code: codeInvalidRequest},
+		{name: "OPTIONS passes", method: http.MethodOptions},
+		{name: "parameters in the query", body: code + "&client_id=web",
+			target: "/oauth/token?client_id=web",
+			status: http.StatusBadRequest, code: codeInvalidRequest},
 		{name: "body too large", body: big,
 			status: http.StatusRequestEntityTooLarge, code: codeInvalidRequest},
 		{name: "body malformed", body: "client_id=web&%zz",
@@ -569,9 +575,13 @@ func TestEnforceToken(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			h, _, _ := enHandler(t, func(e *Enforce) { e.RegisteredOnly = tc.only })
-			r := enForm(enToken, tc.auth, tc.body)
+			target := enToken
+			if tc.target != "" {
+				target = tc.target
+			}
+			r := enForm(target, tc.auth, tc.body)
 			if tc.method != "" {
-				r = mgReq(tc.method, enToken, tc.auth, "")
+				r = mgReq(tc.method, target, tc.auth, "")
 			}
 			r.Header.Set("X-DCR-Client-Name", "forged")
 
@@ -838,7 +848,17 @@ func TestReadParams(t *testing.T) {
 			url.Values{"x": {"1", "2"}, "y": {"3"}}, 0},
 		{"POST form only", enForm("/a?x=1", "", "y=3"), false, url.Values{"y": {"3"}}, 0},
 		{"POST JSON", mgReq(http.MethodPost, "/a?x=1", "", `{"y":3}`), true,
+			nil, http.StatusUnsupportedMediaType},
+		{"POST without body", httptest.NewRequest(http.MethodPost, "/a?x=1", nil), true,
 			url.Values{"x": {"1"}}, 0},
+		{"query with a bad escape", httptest.NewRequest(http.MethodGet,
+			"/a?x=1&redirect_uri=https://evil.example/%zz", nil), true,
+			nil, http.StatusBadRequest},
+		{"query with a semicolon", httptest.NewRequest(http.MethodGet,
+			"/a?state=x;redirect_uri=https://evil.example/cb", nil), true,
+			nil, http.StatusBadRequest},
+		{"token parameters in the query", httptest.NewRequest(http.MethodGet,
+			"/a?client_id=x", nil), false, nil, http.StatusBadRequest},
 		{"POST form at the limit", enForm("/a", "", "y="+strings.Repeat("a", maxFormBody-2)),
 			false, url.Values{"y": {strings.Repeat("a", maxFormBody-2)}}, 0},
 		{"POST form over the limit", enForm("/a", "", "y="+strings.Repeat("a", maxFormBody-1)),

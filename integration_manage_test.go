@@ -217,10 +217,14 @@ func TestIntegrationManageRead(t *testing.T) {
 					t.Errorf("client_secret_expires_at %v, at registration %v",
 						exp, c.resp["client_secret_expires_at"])
 				}
-				for _, k := range []string{"client_secret", "registration_access_token"} {
-					if v, ok := got[k]; ok {
-						t.Errorf("read returned %s %v", k, v)
-					}
+				if v, ok := got["client_secret"]; ok {
+					t.Errorf("read returned client_secret %v", v)
+				}
+				// RFC 7592 section 3: the token the client presented,
+				// not a new one.
+				if got["registration_access_token"] != c.token {
+					t.Errorf("read returned registration_access_token %v, want the presented one",
+						got["registration_access_token"])
 				}
 				for k := range got {
 					if strings.Contains(k, "hash") {
@@ -228,7 +232,7 @@ func TestIntegrationManageRead(t *testing.T) {
 					}
 				}
 				for _, leak := range []string{
-					c.token, stored.RegistrationTokenHash, "sha256:",
+					stored.RegistrationTokenHash, "sha256:",
 				} {
 					if strings.Contains(string(r.body), leak) {
 						t.Errorf("read answer contains %q", leak)
@@ -399,8 +403,8 @@ func TestIntegrationManageRotateToken(t *testing.T) {
 			for round := range 2 {
 				old := c.token
 				got := itAssertOK(t, s.manage(t, http.MethodPut, c.id, old, itValidBody), c.id)
-				token, rotated := got["registration_access_token"].(string)
-				if rotated != tc.rotates {
+				token, _ := got["registration_access_token"].(string)
+				if rotated := token != old; rotated != tc.rotates {
 					t.Fatalf("round %d: new token: %v, want %v", round, rotated, tc.rotates)
 				}
 				stored := s.lookup(t, c.id)
@@ -1314,7 +1318,7 @@ func TestIntegrationManageReload(t *testing.T) {
 	if got["scope"] != "openid" {
 		t.Errorf("scope %v after an update under the new policy, want openid", got["scope"])
 	}
-	if _, ok := got["registration_access_token"]; ok {
+	if got["registration_access_token"] != c.token {
 		t.Error("token rotated with rotate_token off")
 	}
 

@@ -92,12 +92,16 @@ func bearerToken(r *http.Request) (string, bool) {
 // readClient answers RFC 7592 section 2.1: the client information as
 // registered. The plaintext secret is not stored, so it is not returned.
 func (h *Handler) readClient(w http.ResponseWriter, r *http.Request, id string) error {
-	c, _, err := h.authenticate(r, id)
+	c, token, err := h.authenticate(r, id)
 	if err != nil {
 		h.manageFailed(w, r, "read", "", err)
 		return nil
 	}
+	// RFC 7592 section 3 makes the token part of every client
+	// information response. Only its hash is stored, so the answer
+	// repeats the one the client presented: a read never rotates it.
 	resp := clientInformation(c)
+	resp.RegistrationAccessToken = token
 	resp.RegistrationClientURI = h.clientURI(r, c.ID)
 
 	h.logger.Info("client read",
@@ -159,6 +163,9 @@ func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string
 	resp := clientInformation(updated)
 	resp.ClientSecret = issuedSecret
 	resp.RegistrationAccessToken = newToken
+	if newToken == "" {
+		resp.RegistrationAccessToken = token
+	}
 	resp.RegistrationClientURI = h.clientURI(r, id)
 
 	h.logger.Info("client updated",

@@ -77,6 +77,8 @@ func mgHandler(t testing.TB, change func(*Handler)) (
 		Discovery:    orTrue(nil),
 		identity:     &Enforce{},
 		usage:        &store.usage,
+		// Background work stays off; tests that want it start it.
+		background: doneOnce(),
 	}
 	h.identity.provision()
 	// Cleanup is idempotent, so a test may call it first.
@@ -89,6 +91,13 @@ func mgHandler(t testing.TB, change func(*Handler)) (
 		change(h)
 	}
 	return h, clock, logs
+}
+
+// doneOnce returns a sync.Once that has already run.
+func doneOnce() *sync.Once {
+	o := new(sync.Once)
+	o.Do(func() {})
+	return o
 }
 
 // mgReq builds a request; auth is the whole Authorization header, and a
@@ -256,8 +265,7 @@ func TestManageCycle(t *testing.T) {
 		}
 	}
 	for _, k := range []string{
-		"client_secret", "registration_access_token",
-		"client_secret_hash", "registration_access_token_hash",
+		"client_secret", "client_secret_hash", "registration_access_token_hash",
 	} {
 		if _, ok := v[k]; ok {
 			t.Errorf("GET: response carries %s", k)
@@ -544,7 +552,8 @@ func TestManageRotation(t *testing.T) {
 			token, _ := v["registration_access_token"].(string)
 			secret, _ := v["client_secret"].(string)
 
-			if (token != "") != tc.wantNewToken || token == c.token {
+			// Without rotation the answer repeats the presented token.
+			if (token != c.token) != tc.wantNewToken || token == "" {
 				t.Errorf("registration_access_token %q, want new: %v",
 					token, tc.wantNewToken)
 			}
@@ -669,14 +678,14 @@ func TestManageStoreUnavailable(t *testing.T) {
 	}
 }
 
-// TestManageStoreFailureLogsNoProbedID shows that a store failure logs
-// the client ID from the request path before any token has opened that
-// client, although manageFailed means to log an ID only after that, so
-// that a probe cannot write IDs of its choosing into the log.
+// TestManageStoreFailureLogsNoProbedID checks that a store failure does
+// not log the client ID from the request path: no token has opened that
+// client, and a probe must not write IDs of its choosing into the log.
 func TestManageStoreFailureLogsNoProbedID(t *testing.T) {
 	h, _, logs := mgHandler(t, nil)
 	mgBreakStore(t, h)
-	r := mgReq(http.MethodGet, "/register/probe-id", "Bearer x", "")
+	// An ID of the issued shape, so that the store is asked.
+	r := mgReq(http.MethodGet, "/register/AAAAAAAAAAAAAAAAAAAAAA", "Bearer x", "")
 	w, _ := mgServe(t, h, r)
 	if w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("status %d %s, want 503", w.Code, w.Body.Bytes())

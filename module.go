@@ -6,6 +6,7 @@
 package dcr
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -149,8 +151,11 @@ type Handler struct {
 	storeKey string
 	released bool
 	stop     chan struct{}
-	now      func() time.Time
-	usage    *usageTracker
+
+	ctx        context.Context
+	background *sync.Once
+	now        func() time.Time
+	usage      *usageTracker
 
 	// identity is the enforcement config, or its defaults when
 	// enforcement is off, so that identity headers are always stripped.
@@ -219,15 +224,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.store, h.storeKey = store, key
 	h.usage = &store.usage
 
-	// The sweeper stops when this config is unloaded or cleaned up.
+	// Background work starts with the first request, not here: "caddy
+	// validate" provisions handlers that never serve, and they must not
+	// change the store. It stops when the config is unloaded or cleaned
+	// up.
 	h.stop = make(chan struct{})
-	go h.sweepTombstones(ctx)
-	if h.ExpireUnused > 0 {
-		go h.expireUnused(ctx)
-	}
-	if h.Enforce != nil {
-		go h.flushUsage(ctx)
-	}
+	h.ctx = ctx
+	h.background = new(sync.Once)
 	return nil
 }
 
@@ -344,6 +347,7 @@ func (h *Handler) Cleanup() error {
 // ServeHTTP answers requests to the registration endpoint and passes all
 // others to next.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	h.background.Do(h.startBackground)
 	h.stripIdentity(r)
 	// Empty until enforcement admits a client, so that a config using
 	// them never sends the placeholder's own text.
@@ -364,6 +368,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	return h.register(w, r)
+}
+
+// startBackground starts the handler's background work: the tombstone
+// sweeper, and with enforcement the usage flusher and the expiry of unused
+// clients.
+func (h *Handler) startBackground() {
+	go h.sweepTombstones(h.ctx)
+	if h.ExpireUnused > 0 {
+		go h.expireUnused(h.ctx)
+	}
+	if h.Enforce != nil {
+		go h.flushUsage(h.ctx)
+	}
 }
 
 // forward passes a request that is not for the registration endpoints on

@@ -26,6 +26,11 @@ const maxPendingUsage = 100_000
 type usageTracker struct {
 	mu      sync.Mutex
 	pending map[string]int64
+
+	// flushing serialises writes of use, so that a pass that writes
+	// pending use and then judges clients by it waits for a write that
+	// another handler on the same store has already started.
+	flushing sync.Mutex
 }
 
 // touch records that client id was used at now.
@@ -70,6 +75,9 @@ func (h *Handler) flushUsage(ctx context.Context) {
 
 // writeUsage stores the recorded use as last_used_at of each live client.
 func (h *Handler) writeUsage(ctx context.Context) {
+	h.usage.flushing.Lock()
+	defer h.usage.flushing.Unlock()
+
 	pending := h.usage.take()
 	if len(pending) == 0 {
 		return

@@ -41,7 +41,9 @@ func openLocks(path string, create bool) (*locks, error) {
 
 func openLockFile(name string, create bool) (*os.File, error) {
 	if create {
-		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, lockMode)
+		// Read-only suffices for flock, so lock files created by another
+		// user (say, "caddy validate" run as root) still work.
+		f, err := os.OpenFile(name, os.O_RDONLY|os.O_CREATE, lockMode)
 		if err != nil {
 			return nil, fmt.Errorf("opening lock file: %w", err)
 		}

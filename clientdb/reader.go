@@ -17,10 +17,17 @@ type Reader struct {
 }
 
 // OpenReader returns a Reader for the database at path. The lock files must
-// exist (the writer creates them) or be creatable by this process.
+// exist (the writer's first commit creates them) or be creatable by this
+// process; before the store's directory exists, the Reader sees an empty
+// store.
 func OpenReader(path string) (*Reader, error) {
 	r := &Reader{path: path}
 	l, err := r.openLocks()
+	if errors.Is(err, fs.ErrNotExist) {
+		// The store's directory does not exist yet: nothing was ever
+		// registered, and View shows an empty store until it is.
+		return r, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -51,6 +58,9 @@ func (r *Reader) View(fn func(*Tx) error) error {
 	// two concurrent calls sharing one file would share one lock, and the
 	// first to finish would release it under the other.
 	l, err := r.openLocks()
+	if errors.Is(err, fs.ErrNotExist) {
+		return fn(&Tx{})
+	}
 	if err != nil {
 		return err
 	}

@@ -50,12 +50,18 @@ func TestReaderBeforeFirstWrite(t *testing.T) {
 	}
 }
 
+// TestOpenReaderMissingDirectory checks that a reader may start before
+// the store's directory exists (nothing registered yet) and never creates
+// it.
 func TestOpenReaderMissingDirectory(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "missing", "clients.db")
 	r, err := OpenReader(path)
-	if err == nil {
-		r.Close()
-		t.Fatal("OpenReader in a missing directory succeeded")
+	if err != nil {
+		t.Fatalf("OpenReader in a missing directory: %v", err)
+	}
+	defer r.Close()
+	if _, err := r.Lookup("a"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Lookup: %v, want ErrNotFound", err)
 	}
 	if _, err := os.Stat(filepath.Dir(path)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("OpenReader created the directory: %v", err)
@@ -362,5 +368,27 @@ func TestLockWriterBlocksReader(t *testing.T) {
 				t.Errorf("View after the commit: %v", seen)
 			}
 		})
+	}
+}
+
+// TestReaderBeforeStoreDirectory checks that a reader started before the
+// first registration, when not even the store's directory exists, sees an
+// empty store and then the first client once it is committed.
+func TestReaderBeforeStoreDirectory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "later", "clients.db")
+	r, err := OpenReader(path)
+	if err != nil {
+		t.Fatalf("OpenReader: %v", err)
+	}
+	if _, err := r.Lookup("a"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Lookup before the first commit: %v, want ErrNotFound", err)
+	}
+	w, err := NewWriter(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store(t, w, testClient("a"))
+	if _, err := r.Lookup("a"); err != nil {
+		t.Errorf("Lookup after the first commit: %v", err)
 	}
 }

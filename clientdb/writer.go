@@ -36,19 +36,13 @@ type change struct {
 	done chan struct{}
 }
 
-// NewWriter returns a Writer for the database at path, creating its
-// directory and lock files so that readers can start at once. It does not
-// open the database, so it never waits for another process.
+// NewWriter returns a Writer for the database at path. It touches nothing
+// on disk: the directory, the lock files and the database are created by
+// the first commit, so that a Writer made only to check a configuration
+// leaves no trace.
 func NewWriter(path string) (*Writer, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("creating store directory: %w", err)
-	}
-	l, err := openLocks(path, true)
-	if err != nil {
-		return nil, fmt.Errorf("opening store %s: %w", path, err)
-	}
-	if err := l.close(); err != nil {
-		return nil, fmt.Errorf("closing lock files of %s: %w", path, err)
+	if path == "" {
+		return nil, errors.New("creating store writer: empty path")
 	}
 	return &Writer{path: path}, nil
 }
@@ -166,6 +160,12 @@ func (w *Writer) commit(group []*change) (int, error) {
 	// The lock files are opened per commit so that an idle Writer holds
 	// nothing; two opens cost little next to the fsync.
 	l, err := openLocks(w.path, true)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(w.path), 0o755); err != nil {
+			return -1, fmt.Errorf("creating directory of store %s: %w", w.path, err)
+		}
+		l, err = openLocks(w.path, true)
+	}
 	if err != nil {
 		return -1, fmt.Errorf("opening store %s: %w", w.path, err)
 	}
@@ -208,9 +208,9 @@ func (w *Writer) commit(group []*change) (int, error) {
 		}
 		return nil
 	})
-	if cerr := db.Close(); err == nil && cerr != nil {
-		err = fmt.Errorf("closing store %s: %w", w.path, cerr)
-	}
+	// A failure to close after a successful commit is not reported: the
+	// changes are on disk, and callers must not be told otherwise.
+	db.Close()
 
 	if failed >= 0 {
 		return failed, changeErr

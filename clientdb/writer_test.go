@@ -42,8 +42,12 @@ func TestWriterUpdateVisibleToReader(t *testing.T) {
 	}
 }
 
-func TestNewWriterCreatesDirectoryAndLockFiles(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "a", "b", "clients.db")
+// TestNewWriterTouchesNothing checks that NewWriter leaves the disk alone
+// (a configuration check must leave no trace) and that the first commit
+// creates the directory, the lock files readable by all, and the database.
+func TestNewWriterTouchesNothing(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a")
+	path := filepath.Join(dir, "b", "clients.db")
 	w, err := NewWriter(path)
 	if err != nil {
 		t.Fatalf("NewWriter: %v", err)
@@ -51,22 +55,21 @@ func TestNewWriterCreatesDirectoryAndLockFiles(t *testing.T) {
 	if w.Path() != path {
 		t.Errorf("Path = %q, want %q", w.Path(), path)
 	}
-	for _, name := range []string{path + ".gate", path + ".lock"} {
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("store directory after NewWriter: %v, want none", err)
+	}
+
+	store(t, w, testClient("a"))
+	for _, name := range []string{path, path + ".gate", path + ".lock"} {
 		fi, err := os.Stat(name)
 		if err != nil {
-			t.Errorf("lock file: %v", err)
+			t.Errorf("after the first commit: %v", err)
 			continue
 		}
 		// Readers in other processes need to open them.
 		if fi.Mode().Perm()&0o444 != 0o444 {
-			t.Errorf("%s has mode %v, want readable by all",
-				name, fi.Mode())
+			t.Errorf("%s has mode %v, want readable by all", name, fi.Mode())
 		}
-	}
-	// No database until the first commit, so that a config check never
-	// creates or locks one.
-	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("database file after NewWriter: %v, want none", err)
 	}
 }
 
