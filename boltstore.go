@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"time"
 
@@ -110,6 +111,19 @@ func (s *boltStore) Client(id string) (*clientdb.Client, error) {
 		s.cache.put(id, gen, cachedClient{client: c, err: err, at: now})
 	}
 	return c, err
+}
+
+// storeWait bounds how long a request waits for its change to be
+// committed. The lock protocol has no timeout of its own, so a reader
+// process that stalls inside a read would otherwise hold requests forever.
+const storeWait = 10 * time.Second
+
+// writeContext returns the context for a request's change to the store:
+// not cancelled when the client hangs up (the change may already be in a
+// group), but bounded by storeWait. When it ends first, the request
+// answers 503 and the change may still be committed.
+func writeContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(r.Context()), storeWait)
 }
 
 // maxClientIDLength bounds the client IDs looked up in the store. Issued

@@ -724,6 +724,27 @@ func TestValidate(t *testing.T) {
 	}{
 		{"defaults", func(*Handler) {}, ""},
 		{
+			"identity header is Authorization", func(h *Handler) {
+				h.Enforce = &Enforce{Token: "/t", ClientIDHeader: "authorization"}
+			}, `client_id_header "authorization"`,
+		},
+		{
+			"identity header invalid", func(h *Handler) {
+				h.Enforce = &Enforce{Token: "/t", ClientNameHeader: "X Name"}
+			}, "not a valid header name",
+		},
+		{
+			"identity headers the same after folding", func(h *Handler) {
+				h.Enforce = &Enforce{Token: "/t", ClientIDHeader: "X-Client",
+					ClientTypeHeader: "x_client"}
+			}, "same header as client_id_header",
+		},
+		{
+			"identity headers custom", func(h *Handler) {
+				h.Enforce = &Enforce{Token: "/t", ClientIDHeader: "X-App-ID"}
+			}, "",
+		},
+		{
 			"full", func(h *Handler) {
 				h.Endpoint = "/oauth/register"
 				h.Scopes = []string{"openid", "profile", "urn:x:read"}

@@ -226,7 +226,8 @@ func (h *Handler) enforceToken(w http.ResponseWriter, r *http.Request,
 		if id != "" && id != basicID {
 			return h.tokenError(w, r, enforceError(http.StatusBadRequest,
 				codeInvalidRequest, "client_id_conflict",
-				"client_id differs from the client authenticated by the Authorization header"), false)
+				"client_id differs from the client authenticated by "+
+					"the Authorization header"), false)
 		}
 		id = basicID
 	}
@@ -287,17 +288,20 @@ func (h *Handler) authenticateClient(c *clientdb.Client, form url.Values,
 	switch c.Metadata.TokenEndpointAuthMethod {
 	case authClientSecretBasic:
 		if !hasBasic {
-			return invalidClient("auth_method", "the client must authenticate with client_secret_basic")
+			return invalidClient("auth_method",
+				"the client must authenticate with client_secret_basic")
 		}
 		secret = basicSecret
 	case authClientSecretPost:
 		if !hasPost || len(postSecret) != 1 {
-			return invalidClient("auth_method", "the client must authenticate with client_secret_post")
+			return invalidClient("auth_method",
+				"the client must authenticate with client_secret_post")
 		}
 		secret = postSecret[0]
 	case authNone:
 		if hasBasic || hasPost {
-			return invalidClient("auth_method", "the client is registered as public and has no secret")
+			return invalidClient("auth_method",
+				"the client is registered as public and has no secret")
 		}
 		return nil
 	default:

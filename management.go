@@ -1,7 +1,6 @@
 package dcr
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -141,7 +140,9 @@ func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string
 
 	var updated *clientdb.Client
 	var issuedSecret string
-	err = h.store.Update(context.WithoutCancel(r.Context()), func(tx *clientdb.Tx) error {
+	ctx, cancel := writeContext(r)
+	defer cancel()
+	err = h.store.Update(ctx, func(tx *clientdb.Tx) error {
 		cur, err := currentClient(tx, id, token)
 		if err != nil {
 			return err
@@ -299,7 +300,9 @@ func (h *Handler) deleteClient(w http.ResponseWriter, r *http.Request, id string
 	}
 
 	now := h.now()
-	err = h.store.Update(context.WithoutCancel(r.Context()), func(tx *clientdb.Tx) error {
+	ctx, cancel := writeContext(r)
+	defer cancel()
+	err = h.store.Update(ctx, func(tx *clientdb.Tx) error {
 		if _, err := currentClient(tx, id, token); err != nil {
 			return err
 		}

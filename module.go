@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -277,6 +278,9 @@ func (h *Handler) Validate() error {
 		if e.Authorize == e.Token {
 			return fmt.Errorf("enforce: authorize and token name the same path %q", e.Token)
 		}
+		if err := validateIdentityHeaders(e); err != nil {
+			return err
+		}
 	}
 	if h.ExpireUnused > 0 && h.Enforce == nil {
 		return fmt.Errorf("expire_unused: needs an enforce block, since use is " +
@@ -421,6 +425,47 @@ func isEndpoint(path, ep string) bool {
 func clientIP(r *http.Request) string {
 	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	return ip
+}
+
+// reservedHeaders may not carry the client's identity: stripping them from
+// callers' requests would break authentication, routing or framing.
+var reservedHeaders = []string{
+	"Authorization", "Proxy-Authorization", "Cookie", "Host", "Connection",
+	"Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+	"Content-Length", "Content-Type", "Content-Encoding", "Forwarded",
+	"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
+}
+
+// validateIdentityHeaders checks the identity header names: valid field
+// names, distinct even after the folding CGI backends apply, and none the
+// request needs for anything else.
+func validateIdentityHeaders(e *Enforce) error {
+	names := []struct{ sub, value string }{
+		{"client_id_header", e.ClientIDHeader},
+		{"client_name_header", e.ClientNameHeader},
+		{"client_type_header", e.ClientTypeHeader},
+	}
+	for i, n := range names {
+		if n.value == "" {
+			continue // the default applies
+		}
+		if !httpguts.ValidHeaderFieldName(n.value) {
+			return fmt.Errorf("enforce %s %q: not a valid header name", n.sub, n.value)
+		}
+		for _, r := range reservedHeaders {
+			if strings.EqualFold(headerFolder.Replace(n.value), r) {
+				return fmt.Errorf("enforce %s %q: header is needed for other purposes",
+					n.sub, n.value)
+			}
+		}
+		for _, m := range names[:i] {
+			if m.value != "" && strings.EqualFold(headerFolder.Replace(m.value),
+				headerFolder.Replace(n.value)) {
+				return fmt.Errorf("enforce %s %q: same header as %s", n.sub, n.value, m.sub)
+			}
+		}
+	}
+	return nil
 }
 
 // management reports whether the RFC 7592 endpoint is enabled.

@@ -209,7 +209,8 @@ func (p *policy) applyGrantTypes(m *clientdb.Metadata) *protoError {
 	if m.TokenEndpointAuthMethod == authNone &&
 		slices.Contains(m.GrantTypes, grantClientCredentials) {
 		return metadataError("public_client_credentials",
-			`grant type "client_credentials" requires a token_endpoint_auth_method other than "none"`)
+			`grant type "client_credentials" requires a `+
+				`token_endpoint_auth_method other than "none"`)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package dcr
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -112,9 +111,8 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
 		resp.RegistrationClientURI = h.clientURI(r, c.ID)
 	}
 
-	// The commit goes on if the client hangs up: it may be in a group
-	// already, and a 503 must not be logged for a client that was stored.
-	ctx := context.WithoutCancel(r.Context())
+	ctx, cancel := writeContext(r)
+	defer cancel()
 	if err := h.store.Create(ctx, c); err != nil {
 		perr := storeError(err)
 		h.refused(r, perr)
