@@ -1262,3 +1262,65 @@ func storeTail(b []byte) string {
 	}
 	return string(b)
 }
+
+// TestStoreValidateLeavesNoTrace checks that validating a config, as
+// "caddy validate" does, changes nothing on disk: no directory, lock file
+// or database appears, and no background work (such as the expiry of
+// unused clients) touches a store that already exists.
+func TestStoreValidateLeavesNoTrace(t *testing.T) {
+	dir := t.TempDir()
+	fresh := filepath.Join(dir, "fresh", "clients.db")
+	existing := filepath.Join(dir, "clients.db")
+
+	// A client registered long ago and never used: an expiry pass would
+	// delete it at once.
+	w, err := clientdb.NewWriter(existing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := &clientdb.Client{ID: "old-client", IssuedAt: 1}
+	err = w.Update(context.Background(), func(tx *clientdb.Tx) error {
+		return tx.Create(old)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(existing)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, store := range []string{fresh, existing} {
+		src := fmt.Sprintf(`{
+	admin off
+	auto_https off
+}
+http://localhost:9199 {
+	dcr {
+		store %s
+		expire_unused 1h
+		enforce {
+			token /oauth/token
+		}
+	}
+	respond "backend"
+}
+`, store)
+		if err := storeValidate(src); err != nil {
+			t.Fatalf("validate with store %s: %v", store, err)
+		}
+	}
+	// Background work would run in goroutines; give them a moment.
+	time.Sleep(200 * time.Millisecond)
+
+	if _, err := os.Stat(filepath.Dir(fresh)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("validation created the store directory: %v", err)
+	}
+	after, err := os.ReadFile(existing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, after) {
+		t.Error("validation changed the existing store")
+	}
+}
