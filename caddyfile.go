@@ -37,6 +37,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		redirect_schemes <scheme...>
 //		secret_lifetime  <duration>
 //		max_body         <size>
+//		initial_access_token <token...>
+//		redirect_hosts   <pattern...>
 //		management       on|off
 //		base_url         <url>
 //		rotate_token     on|off
@@ -92,6 +94,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.SecretLifetime, err = duration(d, name)
 		case "max_body":
 			err = h.parseMaxBody(d)
+		case "initial_access_token":
+			h.InitialAccessTokens, err = someArgs(d)
+		case "redirect_hosts":
+			h.RedirectHosts, err = someArgs(d)
 		case "management":
 			h.Management, err = onOff(d, name)
 		case "base_url":

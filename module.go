@@ -95,6 +95,21 @@ type Handler struct {
 	// 1 MiB.
 	MaxBody int64 `json:"max_body,omitempty"`
 
+	// InitialAccessTokens, when set, make registration require
+	// "Authorization: Bearer <token>" with one of them (RFC 7591 section
+	// 3). Placeholders such as {env.DCR_IAT} and {file./run/secrets/iat}
+	// are expanded; a token that expands to nothing is an error. Tokens
+	// are compared in constant time and never logged. Default: empty,
+	// registration is open.
+	InitialAccessTokens []string `json:"initial_access_tokens,omitempty"`
+
+	// RedirectHosts, when set, is the allowlist of hosts for https
+	// redirect URIs: exact host names, or "*.example.com" for any
+	// subdomain of example.com (not example.com itself). Registered URIs
+	// stay exact. Loopback http and private-use schemes are not affected.
+	// Default: empty, any host.
+	RedirectHosts []string `json:"redirect_hosts,omitempty"`
+
 	// Management enables the client configuration endpoint of RFC 7592
 	// at <endpoint>/<client_id>: registrations then return a
 	// registration access token and the endpoint's URL. When off, the
@@ -146,12 +161,13 @@ type Handler struct {
 	// background sweeper removes older ones. Default: 720h (30 days).
 	TombstoneTTL caddy.Duration `json:"tombstone_ttl,omitempty"`
 
-	logger   *zap.Logger
-	policy   *policy
-	store    *boltStore
-	storeKey string
-	released bool
-	stop     chan struct{}
+	logger        *zap.Logger
+	policy        *policy
+	initialTokens initialTokens
+	store         *boltStore
+	storeKey      string
+	released      bool
+	stop          chan struct{}
 
 	ctx        context.Context
 	background *sync.Once
@@ -215,8 +231,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		defaultScope:    strings.Join(h.DefaultScope, " "),
 		requireHTTPS:    *h.RequireHTTPS,
 		redirectSchemes: lowerAll(h.RedirectSchemes),
+		redirectHosts:   lowerAll(h.RedirectHosts),
 		secretLifetime:  time.Duration(h.SecretLifetime),
 	}
+
+	toks, err := newInitialTokens(h.InitialAccessTokens)
+	if err != nil {
+		return err
+	}
+	h.initialTokens = toks
 
 	store, key, err := acquireStore(h.Store)
 	if err != nil {
@@ -324,6 +347,11 @@ func (h *Handler) Validate() error {
 	for _, s := range h.DefaultScope {
 		if len(h.Scopes) > 0 && !slices.Contains(h.Scopes, s) {
 			return fmt.Errorf("default_scope %q: not among scopes %q", s, h.Scopes)
+		}
+	}
+	for _, p := range h.RedirectHosts {
+		if !validHostPattern(p) {
+			return fmt.Errorf("redirect_hosts %q: want a host name or *.domain", p)
 		}
 	}
 	for _, s := range h.RedirectSchemes {

@@ -89,6 +89,7 @@ type policy struct {
 	defaultScope    string
 	requireHTTPS    bool
 	redirectSchemes []string
+	redirectHosts   []string // nil: any host
 	secretLifetime  time.Duration
 }
 
@@ -337,6 +338,9 @@ func (p *policy) checkRedirectURI(raw string) *protoError {
 		if u.Host == "" || u.Hostname() == "" {
 			return bad("redirect_uri_absolute", "has no host")
 		}
+		if len(p.redirectHosts) > 0 && !hostAllowed(u.Hostname(), p.redirectHosts) {
+			return bad("redirect_uri_host", "is on a host that is not allowed")
+		}
 	case "http":
 		if u.Host == "" || u.Hostname() == "" {
 			return bad("redirect_uri_absolute", "has no host")
@@ -354,6 +358,39 @@ func (p *policy) checkRedirectURI(raw string) *protoError {
 		}
 	}
 	return nil
+}
+
+// hostAllowed reports whether host matches one of the patterns: a host
+// name, or "*.domain" for any subdomain of domain. Names compare without
+// case and without a trailing dot.
+func hostAllowed(host string, patterns []string) bool {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	for _, p := range patterns {
+		if suffix, ok := strings.CutPrefix(p, "*."); ok {
+			if strings.HasSuffix(host, "."+suffix) {
+				return true
+			}
+		} else if host == p {
+			return true
+		}
+	}
+	return false
+}
+
+// validHostPattern reports whether p is a host name or "*." and a host
+// name, in the letters, digits, hyphens and dots of DNS names.
+func validHostPattern(p string) bool {
+	p = strings.TrimPrefix(p, "*.")
+	if p == "" || len(p) > 253 || strings.HasPrefix(p, ".") || strings.HasSuffix(p, ".") {
+		return false
+	}
+	for _, c := range p {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '-' || c == '.') {
+			return false
+		}
+	}
+	return !strings.Contains(p, "..")
 }
 
 // isLoopback reports whether host names the local machine: "localhost" or

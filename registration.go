@@ -80,6 +80,14 @@ func (r registrationResponse) MarshalJSON() ([]byte, error) {
 // with a client information response (section 3.2.1) or an error response
 // (section 3.2.2). A client is stored, durably, before the 201 is sent.
 func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
+	if !h.initialTokens.allows(r) {
+		perr := errInitialToken()
+		h.refused(r, perr)
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		writeError(w, perr)
+		return nil
+	}
+
 	m, perr := h.readMetadata(w, r)
 	if perr == nil {
 		perr = h.policy.apply(m)
