@@ -16,7 +16,6 @@ import (
 
 	"github.com/caddy-dcr/caddy-dcr/clientdb"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
@@ -428,62 +427,6 @@ func checkSingle(params url.Values) *protoError {
 	return nil
 }
 
-// admit passes the checked client's identity to the backend in headers and
-// to other handlers as placeholders, and records its use.
-func (h *Handler) admit(r *http.Request, c *clientdb.Client) {
-	kind := "confidential"
-	if c.Metadata.TokenEndpointAuthMethod == authNone {
-		kind = "public"
-	}
-	r.Header.Set(h.identity.ClientIDHeader, c.ID)
-	r.Header.Set(h.identity.ClientNameHeader, headerSafe(c.Metadata.ClientName))
-	r.Header.Set(h.identity.ClientTypeHeader, kind)
-
-	setPlaceholders(r, c.ID, c.Metadata.ClientName, kind)
-	h.usage.touch(c.ID, h.now())
-}
-
-// setPlaceholders sets the client identity placeholders of the request.
-func setPlaceholders(r *http.Request, id, name, kind string) {
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		repl.Set("http.dcr.client_id", id)
-		repl.Set("http.dcr.client_name", name)
-		repl.Set("http.dcr.client_type", kind)
-	}
-}
-
-// headerFolder maps the characters that CGI-style backends treat as a
-// hyphen in header names (PHP folds both) to a hyphen.
-var headerFolder = strings.NewReplacer("_", "-", ".", "-")
-
-// stripIdentity removes identity headers a caller sent, so that the backend
-// can trust the ones the handler sets. Spellings with underscores or dots
-// go too: CGI-style backends, FastCGI among them, read "X-DCR-Client_ID"
-// as the same variable as "X-DCR-Client-ID".
-func (h *Handler) stripIdentity(r *http.Request) {
-	for name := range r.Header {
-		canon := headerFolder.Replace(name)
-		if strings.EqualFold(canon, h.identity.ClientIDHeader) ||
-			strings.EqualFold(canon, h.identity.ClientNameHeader) ||
-			strings.EqualFold(canon, h.identity.ClientTypeHeader) {
-			delete(r.Header, name)
-		}
-	}
-}
-
-// headerSafe makes a client name fit an HTTP header value: a name with
-// non-ASCII or control characters, or with a "%", is percent-encoded, so
-// that every proxy passes it unchanged and a backend that decodes it
-// always gets the registered name back.
-func headerSafe(s string) string {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] >= 0x7f || s[i] == '%' {
-			return url.PathEscape(s)
-		}
-	}
-	return s
-}
-
 func enforceError(status int, code, rule, description string) *protoError {
 	return &protoError{Status: status, Code: code, Description: description, Rule: rule}
 }
@@ -536,4 +479,15 @@ func (h *Handler) errorPage(w http.ResponseWriter, r *http.Request, e *protoErro
 func (h *Handler) logEnforcement(r *http.Request, endpoint string, e *protoError) {
 	logProtoError(h.logger, "request refused by enforcement", "enforcement failed",
 		r, e, zap.String("endpoint", endpoint))
+}
+
+// isEndpoint reports whether a cleaned request path reaches the enforced
+// endpoint ep: equal ignoring case, or followed by a format suffix
+// (".json", routed to the same action by some frameworks) or path
+// parameters (";jsessionid=...", dropped by servlet containers).
+func isEndpoint(path, ep string) bool {
+	if ep == "" || len(path) < len(ep) || !strings.EqualFold(path[:len(ep)], ep) {
+		return false
+	}
+	return len(path) == len(ep) || path[len(ep)] == '.' || path[len(ep)] == ';'
 }

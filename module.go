@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"golang.org/x/net/http/httpguts"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -437,63 +436,11 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, next caddyhttp
 	return next.ServeHTTP(w, r)
 }
 
-// isEndpoint reports whether a cleaned request path reaches the enforced
-// endpoint ep: equal ignoring case, or followed by a format suffix
-// (".json", routed to the same action by some frameworks) or path
-// parameters (";jsessionid=...", dropped by servlet containers).
-func isEndpoint(path, ep string) bool {
-	if ep == "" || len(path) < len(ep) || !strings.EqualFold(path[:len(ep)], ep) {
-		return false
-	}
-	return len(path) == len(ep) || path[len(ep)] == '.' || path[len(ep)] == ';'
-}
-
 // clientIP returns the client's IP address as Caddy determined it, which
 // honours the server's trusted_proxies.
 func clientIP(r *http.Request) string {
 	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
 	return ip
-}
-
-// reservedHeaders may not carry the client's identity: stripping them from
-// callers' requests would break authentication, routing or framing.
-var reservedHeaders = []string{
-	"Authorization", "Proxy-Authorization", "Cookie", "Host", "Connection",
-	"Keep-Alive", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
-	"Content-Length", "Content-Type", "Content-Encoding", "Forwarded",
-	"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
-}
-
-// validateIdentityHeaders checks the identity header names: valid field
-// names, distinct even after the folding CGI backends apply, and none the
-// request needs for anything else.
-func validateIdentityHeaders(e *Enforce) error {
-	names := []struct{ sub, value string }{
-		{"client_id_header", e.ClientIDHeader},
-		{"client_name_header", e.ClientNameHeader},
-		{"client_type_header", e.ClientTypeHeader},
-	}
-	for i, n := range names {
-		if n.value == "" {
-			continue // the default applies
-		}
-		if !httpguts.ValidHeaderFieldName(n.value) {
-			return fmt.Errorf("enforce %s %q: not a valid header name", n.sub, n.value)
-		}
-		for _, r := range reservedHeaders {
-			if strings.EqualFold(headerFolder.Replace(n.value), r) {
-				return fmt.Errorf("enforce %s %q: header is needed for other purposes",
-					n.sub, n.value)
-			}
-		}
-		for _, m := range names[:i] {
-			if m.value != "" && strings.EqualFold(headerFolder.Replace(m.value),
-				headerFolder.Replace(n.value)) {
-				return fmt.Errorf("enforce %s %q: same header as %s", n.sub, n.value, m.sub)
-			}
-		}
-	}
-	return nil
 }
 
 // management reports whether the RFC 7592 endpoint is enabled.
