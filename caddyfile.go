@@ -38,6 +38,21 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		secret_lifetime  <duration>
 //		max_body         <size>
 //		initial_access_token <token...>
+//		require_initial_access_token on|off
+//		software_statement {
+//			issuer     <iss>
+//			jwks_file  <file>
+//			jwks_url   <https-url>
+//			algorithms <alg...>
+//		}
+//		require_software_statement on|off
+//		redirect_preset  mcp
+//		fetch {
+//			allow_networks <cidr...>
+//			timeout        <duration>
+//			max_size       <size>
+//			trusted_roots  <pem-file...>
+//		}
 //		redirect_hosts   <pattern...>
 //		management       on|off
 //		base_url         <url>
@@ -57,7 +72,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //	}
 //
-// Every subdirective is optional and may appear once.
+// Every subdirective is optional and may appear once, except
+// software_statement, which is given once per trusted issuer.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
@@ -67,7 +83,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := make(map[string]bool)
 	for d.NextBlock(0) {
 		name := d.Val()
-		if seen[name] {
+		if seen[name] && name != "software_statement" {
 			return d.Errf("subdirective %s given more than once", name)
 		}
 		seen[name] = true
@@ -96,6 +112,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = h.parseMaxBody(d)
 		case "initial_access_token":
 			h.InitialAccessTokens, err = someArgs(d)
+		case "require_initial_access_token":
+			err = onOffInto(d, name, &h.RequireInitialAccessToken)
+		case "software_statement":
+			var iss SoftwareStatementIssuer
+			iss, err = parseStatementIssuer(d)
+			h.SoftwareStatements = append(h.SoftwareStatements, iss)
+		case "require_software_statement":
+			err = onOffInto(d, name, &h.RequireSoftwareStatement)
+		case "redirect_preset":
+			h.RedirectPreset, err = oneArg(d)
+		case "fetch":
+			h.Fetch, err = parseFetch(d)
 		case "redirect_hosts":
 			h.RedirectHosts, err = someArgs(d)
 		case "management":
@@ -105,11 +133,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "rotate_token":
 			h.RotateToken, err = onOff(d, name)
 		case "rotate_secret":
-			var on *bool
-			on, err = onOff(d, name)
-			if err == nil {
-				h.RotateSecret = *on
-			}
+			err = onOffInto(d, name, &h.RotateSecret)
 		case "secret_overlap":
 			h.SecretOverlap, err = duration(d, name)
 		case "tombstone_ttl":
@@ -169,6 +193,85 @@ func parseEnforce(d *caddyfile.Dispenser) (*Enforce, error) {
 		}
 	}
 	return e, nil
+}
+
+// parseStatementIssuer parses a software_statement block.
+func parseStatementIssuer(d *caddyfile.Dispenser) (SoftwareStatementIssuer, error) {
+	var iss SoftwareStatementIssuer
+	if d.NextArg() {
+		return iss, d.ArgErr()
+	}
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if seen[name] {
+			return iss, d.Errf("software_statement: subdirective %s given more than once", name)
+		}
+		seen[name] = true
+
+		var err error
+		switch name {
+		case "issuer":
+			iss.Issuer, err = oneArg(d)
+		case "jwks_file":
+			iss.JWKSFile, err = oneArg(d)
+		case "jwks_url":
+			iss.JWKSURL, err = oneArg(d)
+		case "algorithms":
+			iss.Algorithms, err = someArgs(d)
+		default:
+			return iss, d.Errf("software_statement: unknown subdirective %s", name)
+		}
+		if err != nil {
+			return iss, err
+		}
+	}
+	if iss.Issuer == "" {
+		return iss, d.Err("software_statement: issuer is required")
+	}
+	return iss, nil
+}
+
+// parseFetch parses the fetch block.
+func parseFetch(d *caddyfile.Dispenser) (*FetchConfig, error) {
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	f := &FetchConfig{}
+	seen := make(map[string]bool)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		if seen[name] {
+			return nil, d.Errf("fetch: subdirective %s given more than once", name)
+		}
+		seen[name] = true
+
+		var err error
+		switch name {
+		case "allow_networks":
+			f.AllowNetworks, err = someArgs(d)
+		case "timeout":
+			f.Timeout, err = duration(d, "fetch timeout")
+		case "max_size":
+			var v string
+			if v, err = oneArg(d); err == nil {
+				var size uint64
+				size, err = humanize.ParseBytes(v)
+				if err != nil {
+					return nil, d.Errf("fetch max_size %q: %v", v, err)
+				}
+				f.MaxSize = int64(size)
+			}
+		case "trusted_roots":
+			f.TrustedRoots, err = someArgs(d)
+		default:
+			return nil, d.Errf("fetch: unknown subdirective %s", name)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return f, nil
 }
 
 // duration parses the single, non-negative duration argument of the
@@ -237,6 +340,16 @@ func onOff(d *caddyfile.Dispenser, name string) (*bool, error) {
 		return nil, d.Errf("%s: expected on or off, got %q", name, v)
 	}
 	return &b, nil
+}
+
+// onOffInto parses the single on|off argument of the current subdirective
+// into b.
+func onOffInto(d *caddyfile.Dispenser, name string, b *bool) error {
+	on, err := onOff(d, name)
+	if err == nil {
+		*b = *on
+	}
+	return err
 }
 
 // Interface guard

@@ -58,14 +58,46 @@ type request struct {
 }
 
 // decodeRequest is decodeMetadata keeping the issued values the client
-// sent, for RFC 7592 updates.
+// sent, for RFC 7592 updates. A software statement is dropped unread.
 func decodeRequest(body []byte) (*request, *protoError) {
+	return decodeRequestWith(body, nil)
+}
+
+// statementFunc verifies a software statement and returns its metadata
+// claims as members.
+type statementFunc func(statement string) ([]member, *protoError)
+
+// decodeRequestWith is decodeRequest with software statements: a
+// statement is verified with verify, and its claims take the place of the
+// plain members of the same name (RFC 7591 section 3.1.1). With a nil
+// verify the statement is dropped.
+func decodeRequestWith(body []byte, verify statementFunc) (*request, *protoError) {
 	if !utf8.Valid(body) {
 		return nil, metadataError("json_utf8", "request body is not valid UTF-8")
 	}
 	members, err := splitObject(body)
 	if err != nil {
 		return nil, err
+	}
+
+	var statement string
+	if verify != nil {
+		i := slices.IndexFunc(members, func(m member) bool {
+			return m.name == "software_statement"
+		})
+		if i >= 0 {
+			statement, err = decodeString("software_statement", bytes.TrimSpace(members[i].value))
+			if err != nil {
+				return nil, err
+			}
+		}
+		if statement != "" {
+			claims, err := verify(statement)
+			if err != nil {
+				return nil, err
+			}
+			members = mergeMembers(members, claims)
+		}
 	}
 
 	req := &request{}
@@ -85,7 +117,29 @@ func decodeRequest(body []byte) (*request, *protoError) {
 			return nil, err
 		}
 	}
+	req.SoftwareStatement = statement
 	return req, nil
+}
+
+// mergeMembers returns the request's members with the statement's claims
+// in place of members of the same name. Claims that name values the
+// server issues, or the statement itself, are ignored.
+func mergeMembers(members, claims []member) []member {
+	out := make([]member, 0, len(members)+len(claims))
+	for _, m := range members {
+		if !slices.ContainsFunc(claims, func(c member) bool { return c.name == m.name }) {
+			out = append(out, m)
+		}
+	}
+	for _, c := range claims {
+		switch {
+		case c.name == "client_id", c.name == "client_secret",
+			c.name == "software_statement", slices.Contains(issuedMembers, c.name):
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // decodeOptionalString decodes a string member that may be missing (nil
@@ -188,7 +242,12 @@ func decodeMember(m *clientdb.Metadata, name string, raw json.RawMessage) *proto
 		m.SoftwareVersion, err = decodeString(name, raw)
 	case "jwks":
 		m.JWKS, err = decodeObject(name, raw)
+	case "software_statement":
+		// Only decodeRequestWith keeps it, once verified.
 	default:
+		if known, err := decodeOIDCMember(m, name, raw); known {
+			return err
+		}
 		base, tag, ok := strings.Cut(name, "#")
 		if _, known := localizable[base]; !ok || !known {
 			return nil
@@ -244,6 +303,31 @@ func decodeList(name string, raw json.RawMessage) ([]string, *protoError) {
 		list = append(list, s)
 	}
 	return list, nil
+}
+
+// decodeInt decodes a non-negative JSON integer.
+func decodeInt(name string, raw json.RawMessage) (*int64, *protoError) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var n int64
+	if raw[0] == '-' || json.Unmarshal(raw, &n) != nil ||
+		bytes.ContainsAny(raw, ".eE") {
+		return nil, typeError(name, "a non-negative integer")
+	}
+	return &n, nil
+}
+
+// decodeBool decodes a JSON boolean.
+func decodeBool(name string, raw json.RawMessage) (*bool, *protoError) {
+	if isNull(raw) {
+		return nil, nil
+	}
+	var b bool
+	if json.Unmarshal(raw, &b) != nil {
+		return nil, typeError(name, "true or false")
+	}
+	return &b, nil
 }
 
 func decodeObject(name string, raw json.RawMessage) (json.RawMessage, *protoError) {

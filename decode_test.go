@@ -248,9 +248,9 @@ func TestDecodeMetadataAccepted(t *testing.T) {
 		},
 		{
 			"unknown members ignored",
-			`{"x_custom":{"a":[1,2]},"application_type":"native",
+			`{"x_custom":{"a":[1,2]},"application_kind":"native",
 			  "client_name":"a","#en":"b","":"c","scope#en":"d",
-			  "id_token_signed_response_alg":"RS256"}`,
+			  "id_token_signing_alg":"RS256"}`,
 			clientdb.Metadata{ClientName: "a"},
 		},
 		{

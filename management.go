@@ -120,9 +120,11 @@ func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string
 		return nil
 	}
 
+	// The policy the client registered under, narrowed by its initial
+	// access token if it had one, holds for every update too.
 	req, perr := h.readUpdate(w, r, c)
 	if perr == nil {
-		perr = h.policy.apply(&req.Metadata)
+		perr = h.vetMetadata(r, &req.Metadata, c.Policy)
 	}
 	if perr != nil {
 		h.manageFailed(w, r, "update", id, perr)
@@ -238,7 +240,7 @@ func (h *Handler) readUpdate(w http.ResponseWriter, r *http.Request,
 	if perr != nil {
 		return nil, perr
 	}
-	req, perr := decodeRequest(body)
+	req, perr := h.decodeVerified(r, body)
 	if perr != nil {
 		return nil, perr
 	}

@@ -1253,7 +1253,7 @@ func TestReadUpdate(t *testing.T) {
 			if client == nil {
 				client = c
 			}
-			h := &Handler{MaxBody: defaultMaxBody}
+			h := &Handler{MaxBody: defaultMaxBody, policy: defaultPolicy(), now: time.Now}
 			r := mgReq(http.MethodPut, "/register/cid", "", tc.body)
 			req, perr := h.readUpdate(httptest.NewRecorder(), r, client)
 			if tc.status == 0 {

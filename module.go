@@ -155,6 +155,37 @@ type Handler struct {
 	// clients never expire.
 	ExpireUnused caddy.Duration `json:"expire_unused,omitempty"`
 
+	// RequireInitialAccessToken makes registration require an initial
+	// access token even when InitialAccessTokens is empty: then only
+	// tokens issued through the store (see clientdb.InitialToken) open
+	// it. Default: false; giving InitialAccessTokens implies true.
+	RequireInitialAccessToken bool `json:"require_initial_access_token,omitempty"`
+
+	// SoftwareStatements are the issuers whose software statements (RFC
+	// 7591 section 2.3) are trusted. A registration may carry a
+	// statement from one of them; its claims take precedence over the
+	// plain members. Default: none, and any statement is refused as
+	// unapproved.
+	SoftwareStatements []SoftwareStatementIssuer `json:"software_statements,omitempty"`
+
+	// RequireSoftwareStatement refuses registrations and updates that
+	// carry no software statement. Default: false.
+	RequireSoftwareStatement bool `json:"require_software_statement,omitempty"`
+
+	// RedirectPreset names a set of redirect URI rules. "mcp" is what
+	// MCP clients and other native apps need: http on a loopback host
+	// with any port, private-use schemes in reverse-domain form (RFC 8252
+	// section 7.1) or listed in RedirectSchemes, https subject to
+	// RedirectHosts, never http on another host; and application_type
+	// "native" inferred when every redirect URI is loopback http or a
+	// private-use scheme. Default: empty, the general rules.
+	RedirectPreset string `json:"redirect_preset,omitempty"`
+
+	// Fetch configures the server's outgoing fetches (sector identifier
+	// documents, issuers' key sets). Default: public addresses only, 5s,
+	// 64 KiB.
+	Fetch *FetchConfig `json:"fetch,omitempty"`
+
 	// TombstoneTTL is how long a deleted client's tombstone is kept, so
 	// that readers can tell it from a client that never existed. A
 	// background sweeper removes older ones. Default: 720h (30 days).
@@ -163,6 +194,8 @@ type Handler struct {
 	logger        *zap.Logger
 	policy        *policy
 	initialTokens initialTokens
+	fetcher       *fetcher
+	statements    *statementVerifier
 	store         *boltStore
 	storeKey      string
 	released      bool
@@ -232,6 +265,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		redirectSchemes: lowerAll(h.RedirectSchemes),
 		redirectHosts:   lowerAll(h.RedirectHosts),
 		secretLifetime:  time.Duration(h.SecretLifetime),
+		mcpPreset:       h.RedirectPreset == presetMCP,
 	}
 
 	toks, err := newInitialTokens(h.InitialAccessTokens)
@@ -239,6 +273,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.initialTokens = toks
+
+	h.fetcher, err = h.Fetch.newFetcher()
+	if err != nil {
+		return err
+	}
+	h.statements, err = newStatementVerifier(h.SoftwareStatements, h.fetcher, h.logger)
+	if err != nil {
+		return err
+	}
 
 	store, key, err := acquireStore(h.Store)
 	if err != nil {
@@ -315,6 +358,20 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("base_url %q: must be an absolute http(s) URL "+
 				"without user information, query or fragment", h.BaseURL)
 		}
+	}
+	switch h.RedirectPreset {
+	case "":
+	case presetMCP:
+		if !*h.RequireHTTPS {
+			return fmt.Errorf("redirect_preset mcp: conflicts with require_https off, " +
+				"since the preset allows http only on loopback hosts")
+		}
+	default:
+		return fmt.Errorf("redirect_preset %q: unknown preset; known: %s",
+			h.RedirectPreset, presetMCP)
+	}
+	if err := validateIssuers(h.SoftwareStatements); err != nil {
+		return err
 	}
 	if len(h.GrantTypes) == 0 {
 		return fmt.Errorf("grant_types: at least one grant type is required")

@@ -91,6 +91,58 @@ type policy struct {
 	redirectSchemes []string
 	redirectHosts   []string // nil: any host
 	secretLifetime  time.Duration
+
+	// mcpPreset widens native inference to private-use schemes.
+	mcpPreset bool
+
+	// tokenHosts is the allowlist of https redirect hosts of an initial
+	// access token, checked as well as redirectHosts; nil: no token
+	// restriction.
+	tokenHosts []string
+}
+
+// presetMCP names the redirect URI rules for MCP clients.
+const presetMCP = "mcp"
+
+// narrow returns the policy narrowed by an initial access token's policy,
+// or p itself when tp is nil.
+func (p *policy) narrow(tp *clientdb.TokenPolicy) *policy {
+	if tp == nil {
+		return p
+	}
+	n := *p
+	if len(tp.GrantTypes) > 0 {
+		n.grantTypes = intersect(p.grantTypes, tp.GrantTypes)
+	}
+	if len(tp.Scopes) > 0 {
+		n.scopes = tp.Scopes
+		if p.scopes != nil {
+			n.scopes = intersect(p.scopes, tp.Scopes)
+		}
+		var def []string
+		for _, s := range strings.Fields(p.defaultScope) {
+			if slices.Contains(n.scopes, s) {
+				def = append(def, s)
+			}
+		}
+		n.defaultScope = strings.Join(def, " ")
+	}
+	if len(tp.RedirectHosts) > 0 {
+		n.tokenHosts = lowerAll(tp.RedirectHosts)
+	}
+	return &n
+}
+
+// intersect returns the members of a that b holds too, in a's order,
+// never nil.
+func intersect(a, b []string) []string {
+	out := []string{}
+	for _, v := range a {
+		if slices.Contains(b, v) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // apply checks registration metadata against the policy and fills in the
@@ -105,6 +157,9 @@ func (p *policy) apply(m *clientdb.Metadata) *protoError {
 	if err := p.checkRedirectURIs(m); err != nil {
 		return err
 	}
+	if err := p.applyApplicationType(m); err != nil {
+		return err
+	}
 	if err := p.applyScope(m); err != nil {
 		return err
 	}
@@ -114,7 +169,7 @@ func (p *policy) apply(m *clientdb.Metadata) *protoError {
 	if err := p.checkDescriptive(m); err != nil {
 		return err
 	}
-	return nil
+	return p.checkOIDC(m)
 }
 
 // issuesSecret reports whether a client with this metadata gets a secret.
@@ -340,6 +395,10 @@ func (p *policy) checkRedirectURI(raw string) *protoError {
 		}
 		if len(p.redirectHosts) > 0 && !hostAllowed(u.Hostname(), p.redirectHosts) {
 			return bad("redirect_uri_host", "is on a host that is not allowed")
+		}
+		if len(p.tokenHosts) > 0 && !hostAllowed(u.Hostname(), p.tokenHosts) {
+			return bad("redirect_uri_host",
+				"is on a host that the initial access token does not allow")
 		}
 	case "http":
 		if u.Host == "" || u.Hostname() == "" {

@@ -80,29 +80,36 @@ func (r registrationResponse) MarshalJSON() ([]byte, error) {
 // with a client information response (section 3.2.1) or an error response
 // (section 3.2.2). A client is stored, durably, before the 201 is sent.
 func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
-	if !h.initialTokens.allows(r) {
-		perr := errInitialToken()
-		h.refused(r, perr)
-		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
-		writeError(w, perr)
+	adm, perr := h.admitRegistration(r)
+	if perr != nil {
+		h.refuseToken(w, r, perr)
 		return nil
 	}
 
-	m, perr := h.readMetadata(w, r)
+	body, perr := h.readBody(w, r)
+	var req *request
 	if perr == nil {
-		perr = h.policy.apply(m)
+		req, perr = h.decodeVerified(r, body)
+	}
+	if perr == nil {
+		perr = h.vetMetadata(r, &req.Metadata, adm.policy())
 	}
 	if perr != nil {
 		h.refused(r, perr)
 		writeError(w, perr)
 		return nil
 	}
+	m := &req.Metadata
 
 	now := h.now()
 	c := &clientdb.Client{
 		ID:       randomString(clientIDBytes),
 		IssuedAt: now.Unix(),
 		Metadata: *m,
+	}
+	if adm.token != nil {
+		c.InitialTokenID = adm.token.ID
+		c.Policy = adm.token.Policy
 	}
 	var secret, token string
 	if issuesSecret(m) {
@@ -121,7 +128,21 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
 
 	ctx, cancel := writeContext(r)
 	defer cancel()
-	if err := h.store.Create(ctx, c); err != nil {
+	err := h.store.Update(ctx, func(tx *clientdb.Tx) error {
+		// The use is counted in the same transaction as the client, so
+		// a token's last use admits one registration only.
+		if adm.issued != "" {
+			if _, err := tx.UseInitialToken(adm.issued, now); err != nil {
+				return err
+			}
+		}
+		return tx.Create(c)
+	})
+	if errors.Is(err, clientdb.ErrTokenInvalid) {
+		h.refuseToken(w, r, errInitialToken())
+		return nil
+	}
+	if err != nil {
 		perr := storeError(err)
 		h.refused(r, perr)
 		writeError(w, perr)
@@ -133,19 +154,11 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
 		zap.String("client_name", m.ClientName),
 		zap.Strings("grant_types", m.GrantTypes),
 		zap.String("token_endpoint_auth_method", m.TokenEndpointAuthMethod),
+		zap.String("initial_token_id", c.InitialTokenID),
+		zap.Bool("software_statement", m.SoftwareStatement != ""),
 		zap.String("client_ip", clientIP(r)))
 	writeJSON(w, http.StatusCreated, resp)
 	return nil
-}
-
-// readMetadata reads the body of a registration request and decodes it.
-func (h *Handler) readMetadata(w http.ResponseWriter, r *http.Request) (
-	*clientdb.Metadata, *protoError) {
-	body, perr := h.readBody(w, r)
-	if perr != nil {
-		return nil, perr
-	}
-	return decodeMetadata(body)
 }
 
 // readBody checks the content type and reads the body within the size
@@ -172,6 +185,16 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *pro
 			"request body could not be read")
 	}
 	return body, nil
+}
+
+// refuseToken answers a registration without a valid initial access
+// token (RFC 6750 section 3).
+func (h *Handler) refuseToken(w http.ResponseWriter, r *http.Request, perr *protoError) {
+	h.refused(r, perr)
+	if perr.Status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+	}
+	writeError(w, perr)
 }
 
 // refused logs a refused or failed registration.

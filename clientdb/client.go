@@ -50,9 +50,33 @@ type Client struct {
 	// lag by a few seconds.
 	LastUsedAt int64 `json:"last_used_at,omitempty"`
 
+	// InitialTokenID is the ID of the issued initial access token (see
+	// [InitialToken]) the client was registered with, or empty.
+	InitialTokenID string `json:"initial_token_id,omitempty"`
+
+	// Policy, when set, narrows the server's registration policy for
+	// this client, for its registration and every later update. It comes
+	// from the initial access token it was registered with.
+	Policy *TokenPolicy `json:"policy,omitempty"`
+
 	// Metadata is the client metadata as registered, after the server
 	// applied its defaults.
 	Metadata Metadata `json:"metadata"`
+}
+
+// TokenPolicy narrows the server's registration policy. Each list that is
+// set is intersected with what the server allows; an empty list leaves the
+// server's rule as it is.
+type TokenPolicy struct {
+	// GrantTypes are the grant types a client may register.
+	GrantTypes []string `json:"grant_types,omitempty"`
+
+	// Scopes are the scopes a client may register.
+	Scopes []string `json:"scopes,omitempty"`
+
+	// RedirectHosts are the hosts allowed in https redirect URIs: host
+	// names, or "*.example.com" for any subdomain of example.com.
+	RedirectHosts []string `json:"redirect_hosts,omitempty"`
 }
 
 // HasSecret reports whether the client was issued a secret.
@@ -182,6 +206,97 @@ type Metadata struct {
 
 	// SoftwareVersion is the version of the client software.
 	SoftwareVersion string `json:"software_version,omitempty"`
+
+	// SoftwareStatement is the signed software statement (RFC 7591
+	// section 2.3) the client registered with, exactly as sent.
+	SoftwareStatement string `json:"software_statement,omitempty"`
+
+	// The members below are those of OpenID Connect Dynamic Client
+	// Registration 1.0, section 2, under the same names.
+
+	// ApplicationType is "web" or "native".
+	ApplicationType string `json:"application_type,omitempty"`
+
+	// SectorIdentifierURI lists the redirect URIs of the client's
+	// sector, for pairwise subject identifiers.
+	SectorIdentifierURI string `json:"sector_identifier_uri,omitempty"`
+
+	// SubjectType is "public" or "pairwise".
+	SubjectType string `json:"subject_type,omitempty"`
+
+	// IDTokenSignedResponseAlg is the JWS algorithm of ID tokens.
+	IDTokenSignedResponseAlg string `json:"id_token_signed_response_alg,omitempty"`
+
+	// IDTokenEncryptedResponseAlg is the JWE key algorithm of ID tokens.
+	IDTokenEncryptedResponseAlg string `json:"id_token_encrypted_response_alg,omitempty"`
+
+	// IDTokenEncryptedResponseEnc is the JWE content encryption of ID
+	// tokens.
+	IDTokenEncryptedResponseEnc string `json:"id_token_encrypted_response_enc,omitempty"`
+
+	// UserinfoSignedResponseAlg is the JWS algorithm of UserInfo
+	// responses.
+	UserinfoSignedResponseAlg string `json:"userinfo_signed_response_alg,omitempty"`
+
+	// UserinfoEncryptedResponseAlg is the JWE key algorithm of UserInfo
+	// responses.
+	UserinfoEncryptedResponseAlg string `json:"userinfo_encrypted_response_alg,omitempty"`
+
+	// UserinfoEncryptedResponseEnc is the JWE content encryption of
+	// UserInfo responses.
+	UserinfoEncryptedResponseEnc string `json:"userinfo_encrypted_response_enc,omitempty"`
+
+	// RequestObjectSigningAlg is the JWS algorithm of request objects.
+	RequestObjectSigningAlg string `json:"request_object_signing_alg,omitempty"`
+
+	// RequestObjectEncryptionAlg is the JWE key algorithm of request
+	// objects.
+	RequestObjectEncryptionAlg string `json:"request_object_encryption_alg,omitempty"`
+
+	// RequestObjectEncryptionEnc is the JWE content encryption of
+	// request objects.
+	RequestObjectEncryptionEnc string `json:"request_object_encryption_enc,omitempty"`
+
+	// TokenEndpointAuthSigningAlg is the JWS algorithm of the client's
+	// authentication JWTs at the token endpoint.
+	TokenEndpointAuthSigningAlg string `json:"token_endpoint_auth_signing_alg,omitempty"`
+
+	// DefaultMaxAge is the default maximum authentication age, in
+	// seconds, or nil.
+	DefaultMaxAge *int64 `json:"default_max_age,omitempty"`
+
+	// RequireAuthTime asks for the auth_time claim in ID tokens, or is
+	// nil when not given.
+	RequireAuthTime *bool `json:"require_auth_time,omitempty"`
+
+	// DefaultACRValues are the default authentication context classes.
+	DefaultACRValues []string `json:"default_acr_values,omitempty"`
+
+	// InitiateLoginURI is where a third party can start a login.
+	InitiateLoginURI string `json:"initiate_login_uri,omitempty"`
+
+	// RequestURIs are the request_uri values the client may use.
+	RequestURIs []string `json:"request_uris,omitempty"`
+
+	// PostLogoutRedirectURIs are where the user agent may go after
+	// logout (OpenID Connect RP-Initiated Logout 1.0).
+	PostLogoutRedirectURIs []string `json:"post_logout_redirect_uris,omitempty"`
+
+	// FrontchannelLogoutURI is the client's front-channel logout URI
+	// (OpenID Connect Front-Channel Logout 1.0).
+	FrontchannelLogoutURI string `json:"frontchannel_logout_uri,omitempty"`
+
+	// FrontchannelLogoutSessionRequired asks for iss and sid on
+	// front-channel logout, or is nil when not given.
+	FrontchannelLogoutSessionRequired *bool `json:"frontchannel_logout_session_required,omitempty"`
+
+	// BackchannelLogoutURI is the client's back-channel logout URI
+	// (OpenID Connect Back-Channel Logout 1.0).
+	BackchannelLogoutURI string `json:"backchannel_logout_uri,omitempty"`
+
+	// BackchannelLogoutSessionRequired asks for sid in logout tokens, or
+	// is nil when not given.
+	BackchannelLogoutSessionRequired *bool `json:"backchannel_logout_session_required,omitempty"`
 
 	// Localized holds the language-tagged variants of the human-readable
 	// members, keyed by their full member name such as

@@ -14,6 +14,8 @@ var (
 	clientsBucket    = []byte("clients")
 	tombstonesBucket = []byte("tombstones")
 	sweepBucket      = []byte("tombstone_expiry")
+	tokensBucket     = []byte("initial_tokens")
+	tokenHashBucket  = []byte("initial_token_hashes")
 	metaBucket       = []byte("meta")
 	schemaKey        = []byte("schema_version")
 )
@@ -191,7 +193,10 @@ func initSchema(tx *bolt.Tx) error {
 			return fmt.Errorf("storing schema version: %w", err)
 		}
 	}
-	for _, name := range [][]byte{clientsBucket, tombstonesBucket, sweepBucket} {
+	for _, name := range [][]byte{
+		clientsBucket, tombstonesBucket, sweepBucket,
+		tokensBucket, tokenHashBucket,
+	} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("creating bucket %q: %w", name, err)
 		}
