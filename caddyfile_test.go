@@ -33,7 +33,9 @@ var handlerFields = []string{
 	"scopes", "default_scope", "require_https", "redirect_schemes",
 	"secret_lifetime", "max_body", "management", "base_url",
 	"rotate_token", "rotate_secret", "secret_overlap", "tombstone_ttl",
-	"discovery", "enforce", "expire_unused",
+	"discovery", "enforce", "expire_unused", "initial_access_tokens",
+	"redirect_hosts", "require_initial_access_token", "software_statements",
+	"require_software_statement", "redirect_preset", "fetch",
 }
 
 // enforceFields are the JSON names of the enforce block as documented on
@@ -109,6 +111,62 @@ func TestCaddyfileAdapt(t *testing.T) {
 				RotateSecret:    true,
 				SecretOverlap:   caddy.Duration(90 * time.Minute),
 				TombstoneTTL:    caddy.Duration(7 * 24 * time.Hour),
+			},
+		},
+		{
+			// Who may register: tokens, trusted statement issuers,
+			// the MCP preset and the fetch rules.
+			name: "registration_modes",
+			caddyfile: `:8080 {
+	dcr {
+		initial_access_token {env.DCR_IAT} {file./run/secrets/iat}
+		require_initial_access_token on
+		software_statement {
+			issuer https://issuer.example
+			jwks_url https://issuer.example/jwks.json
+		}
+		software_statement {
+			issuer partner
+			jwks_file /etc/caddy/partner-jwks.json
+			algorithms ES256 EdDSA
+		}
+		require_software_statement on
+		redirect_preset mcp
+		redirect_hosts app.example.com *.partner.example
+		fetch {
+			allow_networks 10.1.0.0/16 ::1/128
+			timeout 3s
+			max_size 32KiB
+			trusted_roots /etc/caddy/ca.pem
+		}
+	}
+}
+`,
+			want: Handler{
+				InitialAccessTokens: []string{
+					"{env.DCR_IAT}", "{file./run/secrets/iat}",
+				},
+				RequireInitialAccessToken: true,
+				SoftwareStatements: []SoftwareStatementIssuer{
+					{
+						Issuer:  "https://issuer.example",
+						JWKSURL: "https://issuer.example/jwks.json",
+					},
+					{
+						Issuer:     "partner",
+						JWKSFile:   "/etc/caddy/partner-jwks.json",
+						Algorithms: []string{"ES256", "EdDSA"},
+					},
+				},
+				RequireSoftwareStatement: true,
+				RedirectPreset:           "mcp",
+				RedirectHosts:            []string{"app.example.com", "*.partner.example"},
+				Fetch: &FetchConfig{
+					AllowNetworks: []string{"10.1.0.0/16", "::1/128"},
+					Timeout:       caddy.Duration(3 * time.Second),
+					MaxSize:       32 << 10,
+					TrustedRoots:  []string{"/etc/caddy/ca.pem"},
+				},
 			},
 		},
 		{
@@ -548,6 +606,49 @@ func TestCaddyfileErrors(t *testing.T) {
 			"management duplicate", "dcr {\n management on\n management off\n}",
 			[]string{"management given more than once", "Testfile:3"},
 		},
+		{
+			"software_statement without issuer",
+			"dcr {\n software_statement {\n  jwks_file /k\n }\n}",
+			[]string{"software_statement: issuer is required"},
+		},
+		{
+			"software_statement unknown subdirective",
+			"dcr {\n software_statement {\n  issuer a\n  key /k\n }\n}",
+			[]string{"software_statement: unknown subdirective key", "Testfile:4"},
+		},
+		{
+			"software_statement duplicate subdirective",
+			"dcr {\n software_statement {\n  issuer a\n  issuer b\n }\n}",
+			[]string{"software_statement: subdirective issuer given more than once"},
+		},
+		{
+			"software_statement argument",
+			"dcr {\n software_statement a {\n  issuer a\n }\n}", argc,
+		},
+		{"algorithms missing", "dcr {\n software_statement {\n  issuer a\n  algorithms\n }\n}", argc},
+		{
+			"require_software_statement bad", "dcr {\n require_software_statement yes\n}",
+			[]string{"require_software_statement", `"yes"`, "on or off"},
+		},
+		{
+			"require_initial_access_token duplicate",
+			"dcr {\n require_initial_access_token on\n require_initial_access_token on\n}",
+			[]string{"require_initial_access_token given more than once"},
+		},
+		{"redirect_preset missing", "dcr {\n redirect_preset\n}", argc},
+		{
+			"fetch unknown subdirective", "dcr {\n fetch {\n  proxy x\n }\n}",
+			[]string{"fetch: unknown subdirective proxy", "Testfile:3"},
+		},
+		{
+			"fetch max_size bad", "dcr {\n fetch {\n  max_size lots\n }\n}",
+			[]string{"fetch max_size", `"lots"`},
+		},
+		{
+			"fetch timeout bad", "dcr {\n fetch {\n  timeout soon\n }\n}",
+			[]string{"fetch timeout", `"soon"`},
+		},
+		{"fetch allow_networks missing", "dcr {\n fetch {\n  allow_networks\n }\n}", argc},
 		{"base_url missing", "dcr {\n base_url\n}", argc},
 		{"base_url two", "dcr {\n base_url https://a https://b\n}", argc},
 		{

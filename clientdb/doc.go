@@ -27,7 +27,13 @@
 // # Schema
 //
 // Bucket "clients" maps a client ID (UTF-8 bytes) to the JSON encoding of a
-// [Client]. Bucket "meta" holds key "schema_version", currently "1".
+// [Client]. Bucket "tombstones" maps the ID of a deleted client to a
+// [Tombstone], and "tombstone_expiry" indexes them by deletion time.
+// Bucket "initial_tokens" maps the ID of an issued initial access token to
+// an [InitialToken], and "initial_token_hashes" maps the token's hash to
+// its ID. Bucket "meta" holds key "schema_version", currently "1"; buckets
+// added since then are created on the next write, and a store without them
+// reads as empty.
 // Readers in other languages follow the same protocol with their own bbolt
 // library and JSON decoder; the README of the repository documents every
 // member.
