@@ -1123,3 +1123,34 @@ func TestValidateEnforceUnderEndpoint(t *testing.T) {
 		t.Error("Validate accepted enforce token /register/token")
 	}
 }
+
+// TestCaddyfileExample checks that the example the README starts with
+// adapts and validates as "caddy validate" would, without touching its
+// store.
+func TestCaddyfileExample(t *testing.T) {
+	body, err := os.ReadFile("Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	raw, warn, err := adapter.Adapt(body, map[string]any{"filename": "Caddyfile.example"})
+	if err != nil {
+		t.Fatalf("adapting: %v", err)
+	}
+	if len(warn) > 0 {
+		t.Errorf("adapter warnings: %v", warn)
+	}
+	if !bytes.Contains(raw, []byte(`"redirect_preset":"mcp"`)) {
+		t.Errorf("adapted config lacks the mcp preset:\n%s", raw)
+	}
+	var cfg caddy.Config
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Validate(&cfg); err != nil {
+		t.Fatalf("validating: %v", err)
+	}
+	if _, err := os.Stat("data"); err == nil {
+		t.Error("validating created the example's store directory")
+	}
+}
