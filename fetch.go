@@ -131,6 +131,7 @@ type addressError struct {
 	addr netip.Addr
 }
 
+// Error names the refused address.
 func (e *addressError) Error() string {
 	return "address " + e.addr.String() +
 		" is not public and not in allow_networks"
