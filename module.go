@@ -102,10 +102,11 @@ type Handler struct {
 	// registration is open.
 	InitialAccessTokens []string `json:"initial_access_tokens,omitempty"`
 
-	// RedirectHosts, when set, is the allowlist of hosts for https
-	// redirect URIs: exact host names, or "*.example.com" for any
-	// subdomain of example.com (not example.com itself). Registered URIs
-	// stay exact. Loopback http and private-use schemes are not affected.
+	// RedirectHosts, when set, is the allowlist of hosts for https (and,
+	// under require_https off, http) redirect URIs: exact host names, or
+	// "*.example.com" for any subdomain of example.com (not example.com
+	// itself). Registered URIs stay exact. Loopback http and private-use
+	// schemes are not affected.
 	// Default: empty, any host.
 	RedirectHosts []string `json:"redirect_hosts,omitempty"`
 

@@ -393,20 +393,22 @@ func (p *policy) checkRedirectURI(raw string) *protoError {
 		if u.Host == "" || u.Hostname() == "" {
 			return bad("redirect_uri_absolute", "has no host")
 		}
-		if len(p.redirectHosts) > 0 && !hostAllowed(u.Hostname(), p.redirectHosts) {
-			return bad("redirect_uri_host", "is on a host that is not allowed")
-		}
-		if len(p.tokenHosts) > 0 && !hostAllowed(u.Hostname(), p.tokenHosts) {
-			return bad("redirect_uri_host",
-				"is on a host that the initial access token does not allow")
+		if err := p.checkRedirectHost(u.Hostname(), bad); err != nil {
+			return err
 		}
 	case "http":
 		if u.Host == "" || u.Hostname() == "" {
 			return bad("redirect_uri_absolute", "has no host")
 		}
-		if p.requireHTTPS && !isLoopback(u.Hostname()) {
+		if isLoopback(u.Hostname()) {
+			break
+		}
+		if p.requireHTTPS {
 			return bad("redirect_uri_https",
 				"must use https; http is allowed only on loopback hosts")
+		}
+		if err := p.checkRedirectHost(u.Hostname(), bad); err != nil {
+			return err
 		}
 	default:
 		if !strings.Contains(u.Scheme, ".") &&
@@ -415,6 +417,21 @@ func (p *policy) checkRedirectURI(raw string) *protoError {
 				"uses the private-use scheme %q, which is neither "+
 					"reverse-domain nor allowed", u.Scheme))
 		}
+	}
+	return nil
+}
+
+// checkRedirectHost checks the host of an http(s) redirect URI that is
+// not on the local machine against the server's and the initial access
+// token's allowlists.
+func (p *policy) checkRedirectHost(host string,
+	bad func(rule, why string) *protoError) *protoError {
+	if len(p.redirectHosts) > 0 && !hostAllowed(host, p.redirectHosts) {
+		return bad("redirect_uri_host", "is on a host that is not allowed")
+	}
+	if len(p.tokenHosts) > 0 && !hostAllowed(host, p.tokenHosts) {
+		return bad("redirect_uri_host",
+			"is on a host that the initial access token does not allow")
 	}
 	return nil
 }

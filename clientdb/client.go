@@ -74,8 +74,10 @@ type TokenPolicy struct {
 	// Scopes are the scopes a client may register.
 	Scopes []string `json:"scopes,omitempty"`
 
-	// RedirectHosts are the hosts allowed in https redirect URIs: host
-	// names, or "*.example.com" for any subdomain of example.com.
+	// RedirectHosts are the hosts allowed in http(s) redirect URIs off
+	// the local machine: host names, or "*.example.com" for any
+	// subdomain of example.com. Loopback http and private-use schemes
+	// are not affected.
 	RedirectHosts []string `json:"redirect_hosts,omitempty"`
 }
 
