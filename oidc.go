@@ -143,7 +143,12 @@ func oidcBool(m *clientdb.Metadata, name string) **bool {
 func (p *policy) applyApplicationType(m *clientdb.Metadata) *protoError {
 	switch m.ApplicationType {
 	case "":
-		if p.inferNative(m.RedirectURIs) {
+		// The inferred type must hold for every URI, or the client could
+		// not send its own metadata back in an update.
+		if p.inferNative(m.RedirectURIs) &&
+			!slices.ContainsFunc(m.PostLogoutRedirectURIs, func(u string) bool {
+				return checkAppTypeURI(appNative, "post_logout_redirect_uris", u) != nil
+			}) {
 			m.ApplicationType = appNative
 		}
 		return nil
@@ -177,8 +182,12 @@ func (p *policy) applyApplicationType(m *clientdb.Metadata) *protoError {
 func checkAppTypeURI(appType, list, raw string) *protoError {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return redirectError("redirect_uri_absolute", fmt.Sprintf(
+		perr := redirectError("redirect_uri_absolute", fmt.Sprintf(
 			"%s: %q is not an absolute URI", list, truncate(raw)))
+		if list != "redirect_uris" {
+			perr.Code = codeInvalidClientMetadata
+		}
+		return perr
 	}
 	loopback := isLoopback(u.Hostname())
 	var why string
@@ -353,7 +362,7 @@ func (p *policy) checkOIDCURIs(m *clientdb.Metadata) *protoError {
 		if err := p.checkURL(f.name, f.value, true); err != nil {
 			return err
 		}
-		if f.https && !strings.HasPrefix(f.value, "https:") {
+		if f.https && !isHTTPS(f.value) {
 			return metadataError("url_https", fmt.Sprintf(
 				"%s %q must use https", f.name, truncate(f.value)))
 		}
@@ -374,6 +383,10 @@ func (p *policy) checkOIDCURIs(m *clientdb.Metadata) *protoError {
 	for _, u := range m.RequestURIs {
 		if err := p.checkURL("request_uris entry", u, true); err != nil {
 			return err
+		}
+		if !isHTTPS(u) {
+			return metadataError("url_https", fmt.Sprintf(
+				"request_uris entry %q must use https", truncate(u)))
 		}
 	}
 
@@ -417,13 +430,25 @@ func checkFrontchannelOrigin(m *clientdb.Metadata) *protoError {
 		"frontchannel_logout_uri must have the scheme, host and port of a redirect URI")
 }
 
-// origin returns the scheme and host of a URL, in lower case.
+// origin returns the scheme, host and port of a URL, in lower case and
+// with the scheme's default port made explicit.
 func origin(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return ""
 	}
-	return strings.ToLower(u.Scheme + "://" + u.Host)
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[strings.ToLower(u.Scheme)]
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Hostname() + ":" + port)
+}
+
+// isHTTPS reports whether raw parses as a URL with the https scheme, in
+// any case.
+func isHTTPS(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && strings.EqualFold(u.Scheme, "https")
 }
 
 // redirectHosts returns the distinct hosts of the URIs, in lower case.
