@@ -50,6 +50,11 @@ type Client struct {
 	// lag by a few seconds.
 	LastUsedAt int64 `json:"last_used_at,omitempty"`
 
+	// DisabledAt is when an operator disabled the client, in Unix
+	// seconds, or 0. A disabled client must be treated as deleted until
+	// it is enabled again; [Reader.Lookup] reports it as [ErrDisabled].
+	DisabledAt int64 `json:"disabled_at,omitempty"`
+
 	// InitialTokenID is the ID of the issued initial access token (see
 	// [InitialToken]) the client was registered with, or empty.
 	InitialTokenID string `json:"initial_token_id,omitempty"`
@@ -79,6 +84,11 @@ type TokenPolicy struct {
 	// subdomain of example.com. Loopback http and private-use schemes
 	// are not affected.
 	RedirectHosts []string `json:"redirect_hosts,omitempty"`
+}
+
+// Disabled reports whether an operator disabled the client.
+func (c *Client) Disabled() bool {
+	return c.DisabledAt != 0
 }
 
 // HasSecret reports whether the client was issued a secret.

@@ -91,8 +91,9 @@ func (r *Reader) View(fn func(*Tx) error) error {
 }
 
 // Lookup returns the live client with the given ID. It returns
-// [ErrDeleted] for a deleted or expired client and [ErrNotFound] for an
-// unknown one; [Reader.Tombstone] tells more about a deleted one.
+// [ErrDeleted] for a deleted or expired client, [ErrDisabled] for one an
+// operator disabled, and [ErrNotFound] for an unknown one;
+// [Reader.Tombstone] tells more about a deleted one.
 func (r *Reader) Lookup(id string) (*Client, error) {
 	var c *Client
 	err := r.View(func(tx *Tx) error {
@@ -100,6 +101,9 @@ func (r *Reader) Lookup(id string) (*Client, error) {
 		c, err = tx.Client(id)
 		return err
 	})
+	if err == nil && c.Disabled() {
+		return nil, ErrDisabled
+	}
 	return c, err
 }
 
@@ -116,8 +120,8 @@ func (r *Reader) Tombstone(id string) (*Tombstone, error) {
 }
 
 // VerifySecret looks up a client and reports whether secret is its current,
-// unexpired secret. It returns [ErrNotFound] for an unknown client and
-// [ErrDeleted] for a deleted one.
+// unexpired secret. It returns [ErrNotFound] for an unknown client,
+// [ErrDeleted] for a deleted one and [ErrDisabled] for a disabled one.
 func (r *Reader) VerifySecret(id, secret string, now time.Time) (bool, error) {
 	c, err := r.Lookup(id)
 	if err != nil {

@@ -1,6 +1,7 @@
 package clientdb
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ var (
 	tokenHashBucket  = []byte("initial_token_hashes")
 	metaBucket       = []byte("meta")
 	schemaKey        = []byte("schema_version")
+	liveKey          = []byte("live_clients")
 )
 
 // SchemaVersion is the version of the schema this package reads and writes,
@@ -52,6 +54,11 @@ var (
 	// ErrSecretInvalid is returned by [Client.CheckSecret] for a secret
 	// that is not the client's.
 	ErrSecretInvalid = errors.New("client secret invalid")
+
+	// ErrDisabled is returned by [Reader.Lookup] and [Reader.VerifySecret]
+	// for a client an operator disabled: it must be treated as deleted
+	// until it is enabled again.
+	ErrDisabled = errors.New("client disabled")
 
 	// ErrSchema is returned when the database was written with a schema
 	// version this package does not know.
@@ -110,13 +117,31 @@ func (t *Tx) ForEach(fn func(*Client) error) error {
 	})
 }
 
-// Count returns the number of live clients. It reads the whole bucket.
+// Count returns the number of live clients, disabled ones included. It
+// reads a counter that every write keeps, or counts the bucket in a store
+// no writer of this version has written yet.
 func (t *Tx) Count() int {
 	b := t.clients()
 	if b == nil {
 		return 0
 	}
+	if meta := t.tx.Bucket(metaBucket); meta != nil {
+		if v := meta.Get(liveKey); len(v) == 8 {
+			return int(binary.BigEndian.Uint64(v))
+		}
+	}
 	return b.Stats().KeyN
+}
+
+// adjustLive adds delta to the live client counter.
+func (t *Tx) adjustLive(delta int) error {
+	n := max(t.Count()+delta, 0)
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], uint64(n))
+	if err := t.tx.Bucket(metaBucket).Put(liveKey, v[:]); err != nil {
+		return fmt.Errorf("storing live client count: %w", err)
+	}
+	return nil
 }
 
 // Create stores a new client, or returns [ErrExists] if its ID is taken.
@@ -129,7 +154,10 @@ func (t *Tx) Create(c *Client) error {
 	if b.Get([]byte(c.ID)) != nil || t.isTombstoned(c.ID) {
 		return ErrExists
 	}
-	return t.put(b, c)
+	if err := t.put(b, c); err != nil {
+		return err
+	}
+	return t.adjustLive(1)
 }
 
 // Put stores a client, replacing any live client with the same ID. It

@@ -96,7 +96,7 @@ func (t *Tx) Delete(id, reason string, now time.Time) error {
 	if err := t.tx.Bucket(sweepBucket).Put(sweepKey(ts.DeletedAt, id), nil); err != nil {
 		return fmt.Errorf("indexing tombstone %q: %w", id, err)
 	}
-	return nil
+	return t.adjustLive(-1)
 }
 
 // SweepTombstones removes up to limit tombstones of clients deleted before

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -27,6 +28,7 @@ type Writer struct {
 	queue    []*change
 	running  bool
 	onCommit func()
+	observe  func(changes int, took time.Duration)
 }
 
 // change is one caller's function waiting to be committed.
@@ -93,6 +95,15 @@ func (w *Writer) OnCommit(fn func()) {
 	w.onCommit = fn
 }
 
+// ObserveCommits sets fn to be called after every successful commit with
+// the number of changes it held and the time it took, from waiting for the
+// lock to the fsync. Call it before the first Update; fn must be quick.
+func (w *Writer) ObserveCommits(fn func(changes int, took time.Duration)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.observe = fn
+}
+
 // View runs fn in a read-only transaction, as a [Reader] would.
 func (w *Writer) View(fn func(*Tx) error) error {
 	r := Reader{path: w.path}
@@ -123,6 +134,7 @@ func (w *Writer) run() {
 // committed again without it.
 func (w *Writer) commitGroup(group []*change) {
 	for len(group) > 0 {
+		start := time.Now()
 		failed, err := w.commit(group)
 		switch {
 		case failed >= 0:
@@ -137,8 +149,11 @@ func (w *Writer) commitGroup(group []*change) {
 			return
 		default:
 			w.mu.Lock()
-			onCommit := w.onCommit
+			onCommit, observe := w.onCommit, w.observe
 			w.mu.Unlock()
+			if observe != nil {
+				observe(len(group), time.Since(start))
+			}
 			if onCommit != nil {
 				onCommit()
 			}

@@ -1,0 +1,171 @@
+package clientdb
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// auditBucket holds the audit trail: keys are 8-byte big-endian sequence
+// numbers, values JSON [Event]s.
+var auditBucket = []byte("audit")
+
+// Operations recorded in the audit trail.
+const (
+	OpCreate       = "create"
+	OpUpdate       = "update"
+	OpDelete       = "delete"
+	OpExpire       = "expire"
+	OpRotateSecret = "rotate_secret"
+	OpDisable      = "disable"
+	OpEnable       = "enable"
+	OpTokenCreate  = "token_create"
+	OpTokenRevoke  = "token_revoke"
+)
+
+// Actors that cause an audit event.
+const (
+	// ActorClient is a client acting on its own registration (RFC 7591,
+	// RFC 7592).
+	ActorClient = "client"
+
+	// ActorOperator is an operator, through the admin API or this
+	// package.
+	ActorOperator = "operator"
+
+	// ActorSystem is the server itself, such as the expiry of unused
+	// clients.
+	ActorSystem = "system"
+)
+
+// Event is one change to the store, as the audit trail records it. It
+// never holds a secret, a token or request metadata.
+type Event struct {
+	// Seq orders events: it grows by one or more with every event and is
+	// never reused.
+	Seq uint64 `json:"seq"`
+
+	// Time is when the change was made, in Unix seconds.
+	Time int64 `json:"time"`
+
+	// Op is what happened, one of the Op constants.
+	Op string `json:"op"`
+
+	// Actor is who did it, one of the Actor constants.
+	Actor string `json:"actor"`
+
+	// ClientID is the client concerned, if any.
+	ClientID string `json:"client_id,omitempty"`
+
+	// TokenID is the initial access token concerned: the one minted or
+	// revoked, or the one a client registered with.
+	TokenID string `json:"token_id,omitempty"`
+
+	// ClientIP is the address the request came from, if a request caused
+	// the change.
+	ClientIP string `json:"client_ip,omitempty"`
+}
+
+// AppendEvent records e with the next sequence number, which it sets, in
+// the transaction of the change it describes, so that the event is durable
+// exactly when the change is. It fails on a read-only transaction.
+func (t *Tx) AppendEvent(e *Event) error {
+	if t.tx == nil || !t.tx.Writable() {
+		return errReadOnly
+	}
+	b, err := t.tx.CreateBucketIfNotExists(auditBucket)
+	if err != nil {
+		return fmt.Errorf("creating bucket %q: %w", auditBucket, err)
+	}
+	seq, err := b.NextSequence()
+	if err != nil {
+		return fmt.Errorf("numbering audit event: %w", err)
+	}
+	e.Seq = seq
+	v, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encoding audit event: %w", err)
+	}
+	if err := b.Put(seqKey(seq), v); err != nil {
+		return fmt.Errorf("storing audit event %d: %w", seq, err)
+	}
+	return nil
+}
+
+// EventsSince returns up to limit events with a sequence number above
+// after, in order. Pass the Seq of the last event seen to follow the trail;
+// 0 starts at the oldest event kept.
+func (t *Tx) EventsSince(after uint64, limit int) ([]Event, error) {
+	if t.tx == nil {
+		return nil, nil
+	}
+	b := t.tx.Bucket(auditBucket)
+	if b == nil {
+		return nil, nil
+	}
+	var events []Event
+	c := b.Cursor()
+	for k, v := c.Seek(seqKey(after + 1)); k != nil && len(events) < limit; k, v = c.Next() {
+		var e Event
+		if err := json.Unmarshal(v, &e); err != nil {
+			return nil, fmt.Errorf("decoding audit event %d: %w",
+				binary.BigEndian.Uint64(k), err)
+		}
+		events = append(events, e)
+	}
+	return events, nil
+}
+
+// SweepEvents removes up to limit of the oldest events made before cutoff
+// and returns how many it removed.
+func (t *Tx) SweepEvents(cutoff time.Time, limit int) (int, error) {
+	if t.tx == nil || !t.tx.Writable() {
+		return 0, errReadOnly
+	}
+	b := t.tx.Bucket(auditBucket)
+	if b == nil {
+		return 0, nil
+	}
+	// Events are appended in time order, so the old ones are a prefix.
+	var keys [][]byte
+	c := b.Cursor()
+	for k, v := c.First(); k != nil && len(keys) < limit; k, v = c.Next() {
+		var e Event
+		if err := json.Unmarshal(v, &e); err != nil {
+			return 0, fmt.Errorf("decoding audit event %d: %w",
+				binary.BigEndian.Uint64(k), err)
+		}
+		if e.Time >= cutoff.Unix() {
+			break
+		}
+		keys = append(keys, bytes.Clone(k))
+	}
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return 0, fmt.Errorf("sweeping audit event %d: %w",
+				binary.BigEndian.Uint64(k), err)
+		}
+	}
+	return len(keys), nil
+}
+
+// EventsSince returns up to limit audit events with a sequence number
+// above after, in order (see [Tx.EventsSince]).
+func (r *Reader) EventsSince(after uint64, limit int) ([]Event, error) {
+	var events []Event
+	err := r.View(func(tx *Tx) error {
+		var err error
+		events, err = tx.EventsSince(after, limit)
+		return err
+	})
+	return events, err
+}
+
+// seqKey is the key of an audit event.
+func seqKey(seq uint64) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, seq)
+	return k
+}
