@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-dcr/caddy-dcr/clientdb"
@@ -30,6 +32,48 @@ type boltStore struct {
 	// store, not the handler, so that after a reload the new handler's
 	// expiry pass writes what the old one saw before judging clients.
 	usage usageTracker
+
+	// settings are the secret rules of the handler that last provisioned
+	// with this store, for operations that do not come through a
+	// handler, such as the admin API's secret rotation.
+	settings atomic.Pointer[storeSettings]
+}
+
+// storeSettings are handler settings that operations on a store outside a
+// request need.
+type storeSettings struct {
+	// secretLifetime is how long an issued secret is valid; 0: forever.
+	secretLifetime time.Duration
+
+	// secretOverlap is how long a rotated secret stays valid.
+	secretOverlap time.Duration
+}
+
+// storePaths returns the absolute paths of the stores that loaded handlers
+// use, sorted.
+func storePaths() []string {
+	var paths []string
+	stores.Range(func(key, _ any) bool {
+		paths = append(paths, key.(string))
+		return true
+	})
+	slices.Sort(paths)
+	return paths
+}
+
+// storeAt returns the store in use at the absolute path, if any handler
+// uses it. It does not take a use of the store: the caller must not keep
+// it beyond the current operation.
+func storeAt(path string) (*boltStore, bool) {
+	var found *boltStore
+	stores.Range(func(key, value any) bool {
+		if key.(string) == path {
+			found = value.(*boltStore)
+			return false
+		}
+		return true
+	})
+	return found, found != nil
 }
 
 // acquireStore returns the shared store for the database at path; every
@@ -85,10 +129,24 @@ func (s *boltStore) View(fn func(*clientdb.Tx) error) error {
 	return s.writer.View(fn)
 }
 
+// errDisabled is what a lookup of a disabled client returns: it is
+// clientdb.ErrDisabled and also clientdb.ErrDeleted, so that every caller
+// answers it as it answers a deleted client.
+var errDisabled = fmt.Errorf("%w, answered as %w", clientdb.ErrDisabled, clientdb.ErrDeleted)
+
 // Client returns the stored client with the given ID, from the cache if
 // it was looked up recently. The client is shared and must not be
-// modified.
+// modified. A disabled client is reported as errDisabled.
 func (s *boltStore) Client(id string) (*clientdb.Client, error) {
+	c, err := s.lookup(id)
+	if err == nil && c.Disabled() {
+		return nil, errDisabled
+	}
+	return c, err
+}
+
+// lookup is Client without the disabled check.
+func (s *boltStore) lookup(id string) (*clientdb.Client, error) {
 	// An ID no registration could have produced is unknown, without a
 	// read and without a cache entry that a caller could grow with long
 	// IDs of its choosing.

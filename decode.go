@@ -125,21 +125,19 @@ func decodeRequestWith(body []byte, verify statementFunc) (*request, *protoError
 // in place of members of the same name. Claims that name values the
 // server issues, or the statement itself, are ignored.
 func mergeMembers(members, claims []member) []member {
+	// Ignored claims are dropped first: they must not hide the body's
+	// members either, such as the client_secret an update must prove.
+	claims = slices.DeleteFunc(slices.Clone(claims), func(c member) bool {
+		return c.name == "client_id" || c.name == "client_secret" ||
+			c.name == "software_statement" || slices.Contains(issuedMembers, c.name)
+	})
 	out := make([]member, 0, len(members)+len(claims))
 	for _, m := range members {
 		if !slices.ContainsFunc(claims, func(c member) bool { return c.name == m.name }) {
 			out = append(out, m)
 		}
 	}
-	for _, c := range claims {
-		switch {
-		case c.name == "client_id", c.name == "client_secret",
-			c.name == "software_statement", slices.Contains(issuedMembers, c.name):
-			continue
-		}
-		out = append(out, c)
-	}
-	return out
+	return append(out, claims...)
 }
 
 // decodeOptionalString decodes a string member that may be missing (nil

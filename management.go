@@ -279,7 +279,7 @@ func currentClient(tx *clientdb.Tx, id, token string) (*clientdb.Client, error) 
 	if err != nil {
 		return nil, err
 	}
-	if !cur.VerifyRegistrationToken(token) {
+	if cur.Disabled() || !cur.VerifyRegistrationToken(token) {
 		return nil, errInvalidToken
 	}
 	return cur, nil

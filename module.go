@@ -290,6 +290,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.store, h.storeKey = store, key
 	h.usage = &store.usage
+	store.settings.Store(&storeSettings{
+		secretLifetime: time.Duration(h.SecretLifetime),
+		secretOverlap:  time.Duration(h.SecretOverlap),
+	})
 
 	// Background work starts with the first request, not here: "caddy
 	// validate" provisions handlers that never serve, and they must not

@@ -324,7 +324,11 @@ func (v *statementVerifier) keys(ctx context.Context, ti *trustedIssuer, now tim
 	}
 	age := now.Sub(ti.fetchedAt)
 	switch {
-	case ti.keys == nil, age >= jwksTTL, force && age >= jwksRefetchAfter:
+	case ti.fetchedAt.IsZero(), age >= jwksTTL,
+		(force || ti.keys == nil) && age >= jwksRefetchAfter:
+	case ti.keys == nil:
+		// A failed first fetch is not retried on every statement.
+		return nil, errors.New("no keys: the last fetch failed less than a minute ago")
 	default:
 		return ti.keys, nil
 	}
