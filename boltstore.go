@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"path/filepath"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +39,29 @@ type boltStore struct {
 	// with this store, for operations that do not come through a
 	// handler, such as the admin API's secret rotation.
 	settings atomic.Pointer[storeSettings]
+
+	// limiters are the rate limiters of the handlers using the store,
+	// by their settings, kept across config reloads.
+	limitersMu sync.Mutex
+	limiters   map[string]*rateLimiter
+}
+
+// limiter returns the store's rate limiter for these settings, creating
+// it on first use. A reload with the same settings keeps each address's
+// bucket; changed settings start afresh.
+func (s *boltStore) limiter(n int, window time.Duration, exempt []netip.Prefix) *rateLimiter {
+	key := fmt.Sprint(n, window, exempt)
+	s.limitersMu.Lock()
+	defer s.limitersMu.Unlock()
+	if l, ok := s.limiters[key]; ok {
+		return l
+	}
+	// Only the current settings' limiter is kept. During a reload that
+	// changes them, the old instance's limiter lives on with it.
+	s.limiters = map[string]*rateLimiter{
+		key: newRateLimiter(n, window, exempt, defaultRateLimitEntries),
+	}
+	return s.limiters[key]
 }
 
 // storeSettings are handler settings that operations on a store outside a
@@ -90,6 +115,7 @@ func acquireStore(path string) (*boltStore, string, error) {
 		}
 		s := &boltStore{writer: w}
 		w.OnCommit(s.cache.invalidate)
+		w.ObserveCommits(metrics.observeCommit)
 		return s, nil
 	})
 	if err != nil {

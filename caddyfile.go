@@ -1,6 +1,8 @@
 package dcr
 
 import (
+	"strconv"
+
 	"github.com/dustin/go-humanize"
 
 	"github.com/caddyserver/caddy/v2"
@@ -62,6 +64,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		tombstone_ttl    <duration>
 //		discovery        on|off
 //		expire_unused    <duration>
+//		rate_limit       <n> <window> | off
+//		rate_limit_exempt <cidr...>
+//		max_clients      <n>
+//		cors_origins     <origin...>
+//		audit_retention  <duration>
 //		enforce {
 //			authorize          <path>
 //			token              <path>
@@ -144,6 +151,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.ExpireUnused, err = duration(d, name)
 		case "enforce":
 			h.Enforce, err = parseEnforce(d)
+		case "rate_limit":
+			h.RateLimit, err = parseRateLimit(d)
+		case "rate_limit_exempt":
+			h.RateLimitExempt, err = someArgs(d)
+		case "max_clients":
+			h.MaxClients, err = count(d, name)
+		case "cors_origins":
+			h.CORSOrigins, err = someArgs(d)
+		case "audit_retention":
+			h.AuditRetention, err = duration(d, name)
 		default:
 			return d.Errf("unknown subdirective %s", name)
 		}
@@ -272,6 +289,43 @@ func parseFetch(d *caddyfile.Dispenser) (*FetchConfig, error) {
 		}
 	}
 	return f, nil
+}
+
+// parseRateLimit parses "rate_limit <n> <window>" or "rate_limit off".
+func parseRateLimit(d *caddyfile.Dispenser) (*RateLimit, error) {
+	args := d.RemainingArgs()
+	switch {
+	case len(args) == 1 && args[0] == "off":
+		return &RateLimit{Off: true}, nil
+	case len(args) != 2:
+		return nil, d.Errf("rate_limit: want <requests> <window> or off, got %d arguments",
+			len(args))
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n < 1 {
+		return nil, d.Errf("rate_limit %q: the number of requests must be a positive integer",
+			args[0])
+	}
+	window, err := caddy.ParseDuration(args[1])
+	if err != nil || window <= 0 {
+		return nil, d.Errf("rate_limit window %q: want a positive duration such as 1h",
+			args[1])
+	}
+	return &RateLimit{Requests: n, Window: caddy.Duration(window)}, nil
+}
+
+// count parses the single non-negative integer argument of the current
+// subdirective.
+func count(d *caddyfile.Dispenser, name string) (int, error) {
+	v, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, d.Errf("%s %q: want a non-negative integer", name, v)
+	}
+	return n, nil
 }
 
 // duration parses the single, non-negative duration argument of the

@@ -106,6 +106,7 @@ type itFront struct {
 func startFront(t *testing.T, b *itBackend, cfg itFrontConfig) *itFront {
 	t.Helper()
 	dir := t.TempDir()
+	itUnloadAtEnd(t)
 	f := &itFront{
 		itServer: &itServer{
 			store:   filepath.Join(dir, "clients.db"),
@@ -126,7 +127,7 @@ func (f *itFront) reload(t *testing.T, cfg itFrontConfig) {
 	t.Helper()
 	f.loads++
 	config := fmt.Sprintf(itFrontCaddyfile, itLines(1, cfg.global), f.logFile, f.loads, f.store,
-		itLines(2, cfg.dcr), itLines(1, cfg.site), f.backend.addr, itLines(2, cfg.proxy))
+		itLines(2, itRateLimitOff(cfg.dcr)), itLines(1, cfg.site), f.backend.addr, itLines(2, cfg.proxy))
 	caddytest.NewTester(t).InitServer(config, "caddyfile")
 	if t.Failed() {
 		t.FailNow()

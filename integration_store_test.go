@@ -819,7 +819,7 @@ func (s storeSite) caddyfile() string {
 	b.WriteString("\t\tlevel WARN\n\t}\n}\n\n")
 
 	fmt.Fprintf(&b, "http://:%d {\n", s.port)
-	fmt.Fprintf(&b, "\tdcr {\n\t\tstore %s\n", s.db)
+	fmt.Fprintf(&b, "\tdcr {\n\t\tstore %s\n\t\trate_limit off\n", s.db)
 	if s.extra != "" {
 		fmt.Fprintf(&b, "\t\t%s\n", s.extra)
 	}
@@ -1298,6 +1298,7 @@ func TestStoreValidateLeavesNoTrace(t *testing.T) {
 http://localhost:9199 {
 	dcr {
 		store %s
+		rate_limit off
 		expire_unused 1h
 		enforce {
 			token /oauth/token

@@ -79,6 +79,7 @@ type itServer struct {
 func startDCR(t *testing.T, options ...string) *itServer {
 	t.Helper()
 	dir := t.TempDir()
+	itUnloadAtEnd(t)
 	s := &itServer{
 		store:   filepath.Join(dir, "clients.db"),
 		logFile: filepath.Join(dir, "dcr.log"),
@@ -88,12 +89,34 @@ func startDCR(t *testing.T, options ...string) *itServer {
 	return s
 }
 
+// itRateLimitOff turns registration rate limiting off unless the options
+// configure it: most tests register more clients from one address than
+// the default limit allows.
+func itRateLimitOff(options []string) []string {
+	for _, o := range options {
+		if f := strings.Fields(o); len(f) > 0 && f[0] == "rate_limit" {
+			return options
+		}
+	}
+	return append([]string{"rate_limit off"}, options...)
+}
+
+// itUnloadAtEnd makes the test end by loading a config without the dcr
+// handler, before its temporary directory is removed: the handler's
+// Cleanup then waits for its background work, which would otherwise still
+// be opening files in that directory while it is removed.
+func itUnloadAtEnd(t *testing.T) {
+	t.Cleanup(func() {
+		caddytest.NewTester(t).InitServer("{\n\tadmin localhost:2999\n}\n", "caddyfile")
+	})
+}
+
 // load loads itCaddyfile again with the same store and log file and the
 // given dcr subdirectives: a config reload, as "caddy reload" does it.
 func (s *itServer) load(t *testing.T, options ...string) {
 	t.Helper()
 	var opts strings.Builder
-	for _, o := range options {
+	for _, o := range itRateLimitOff(options) {
 		opts.WriteString("\t\t" + o + "\n")
 	}
 	config := fmt.Sprintf(itCaddyfile, s.logFile, s.store, opts.String())

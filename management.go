@@ -103,7 +103,10 @@ func (h *Handler) readClient(w http.ResponseWriter, r *http.Request, id string) 
 	resp.RegistrationAccessToken = token
 	resp.RegistrationClientURI = h.clientURI(r, c.ID)
 
+	metrics.managementOp("read", "ok")
 	h.logger.Info("client read",
+		zap.String("operation", "read"),
+		zap.String("outcome", "ok"),
 		zap.String("client_id", c.ID),
 		zap.String("client_ip", clientIP(r)))
 	writeJSON(w, http.StatusOK, resp)
@@ -156,7 +159,20 @@ func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string
 		}
 		next, secret := h.applyUpdate(cur, &req.Metadata, newSecret, newToken, now)
 		updated, issuedSecret = next, secret
-		return tx.Put(next)
+		if err := tx.Put(next); err != nil {
+			return err
+		}
+		ev := &clientdb.Event{Time: now.Unix(), Op: clientdb.OpUpdate,
+			Actor: clientdb.ActorClient, ClientID: id, ClientIP: clientIP(r)}
+		if err := tx.AppendEvent(ev); err != nil {
+			return err
+		}
+		if secret == "" {
+			return nil
+		}
+		rot := *ev
+		rot.Op = clientdb.OpRotateSecret
+		return tx.AppendEvent(&rot)
 	})
 	if err != nil {
 		h.manageFailed(w, r, "update", id, err)
@@ -171,7 +187,10 @@ func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string
 	}
 	resp.RegistrationClientURI = h.clientURI(r, id)
 
+	metrics.managementOp("update", "ok")
 	h.logger.Info("client updated",
+		zap.String("operation", "update"),
+		zap.String("outcome", "ok"),
 		zap.String("client_id", id),
 		zap.String("client_name", updated.Metadata.ClientName),
 		zap.Strings("grant_types", updated.Metadata.GrantTypes),
@@ -308,14 +327,21 @@ func (h *Handler) deleteClient(w http.ResponseWriter, r *http.Request, id string
 		if _, err := currentClient(tx, id, token); err != nil {
 			return err
 		}
-		return tx.Delete(id, clientdb.ReasonDeleted, now)
+		if err := tx.Delete(id, clientdb.ReasonDeleted, now); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&clientdb.Event{Time: now.Unix(), Op: clientdb.OpDelete,
+			Actor: clientdb.ActorClient, ClientID: id, ClientIP: clientIP(r)})
 	})
 	if err != nil {
 		h.manageFailed(w, r, "delete", id, err)
 		return nil
 	}
 
+	metrics.managementOp("delete", "ok")
 	h.logger.Info("client deleted",
+		zap.String("operation", "delete"),
+		zap.String("outcome", "ok"),
 		zap.String("client_id", id),
 		zap.String("client_ip", clientIP(r)))
 	w.Header().Set("Cache-Control", "no-store")
@@ -331,8 +357,11 @@ func (h *Handler) manageFailed(w http.ResponseWriter, r *http.Request, op, id st
 	var perr *protoError
 	switch {
 	case errors.Is(err, errInvalidToken):
+		metrics.managementOp(op, "refused")
 		h.logger.Info("client management refused",
 			zap.String("operation", op),
+			zap.String("outcome", "refused"),
+			zap.String("rule", "registration_access_token"),
 			zap.String("error", "invalid_token"),
 			zap.String("client_ip", clientIP(r)))
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
@@ -347,7 +376,12 @@ func (h *Handler) manageFailed(w http.ResponseWriter, r *http.Request, op, id st
 		perr = storeError(err)
 	}
 
-	extra := []zap.Field{zap.String("operation", op)}
+	outcome := "refused"
+	if perr.Status >= 500 {
+		outcome = "failed"
+	}
+	metrics.managementOp(op, outcome)
+	extra := []zap.Field{zap.String("operation", op), zap.String("outcome", outcome)}
 	if id != "" {
 		extra = append(extra, zap.String("client_id", id))
 	}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	pathpkg "path"
 	"path/filepath"
@@ -36,6 +37,10 @@ const (
 	defaultEndpoint     = "/register"
 	defaultMaxBody      = 64 << 10
 	defaultTombstoneTTL = 30 * 24 * time.Hour
+
+	defaultRateLimitRequests = 20
+	defaultRateLimitWindow   = time.Hour
+	defaultAuditRetention    = 90 * 24 * time.Hour
 
 	// maxMaxBody caps max_body: registration metadata is small, and the
 	// whole body is held in memory.
@@ -187,6 +192,33 @@ type Handler struct {
 	// 64 KiB.
 	Fetch *FetchConfig `json:"fetch,omitempty"`
 
+	// RateLimit limits registration requests per client IP (as Caddy
+	// determines it, honouring the server's trusted_proxies), counting
+	// every attempt. Over the limit the answer is 429 with Retry-After
+	// and nothing is stored. Default: 20 requests per hour.
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
+
+	// RateLimitExempt are CIDR prefixes whose clients are not rate
+	// limited, such as the shared egress of a known hosted client.
+	// Default: none.
+	RateLimitExempt []string `json:"rate_limit_exempt,omitempty"`
+
+	// MaxClients refuses new registrations while the store holds this
+	// many live clients (disabled ones included). Limits that bound time,
+	// such as ExpireUnused, are usually the better tool. Default: 0,
+	// unlimited.
+	MaxClients int `json:"max_clients,omitempty"`
+
+	// CORSOrigins are the origins whose browser-based clients may call
+	// the registration and client configuration endpoints (CORS), as
+	// "https://app.example.com", or "*" for any. Default: none.
+	CORSOrigins []string `json:"cors_origins,omitempty"`
+
+	// AuditRetention is how long audit events are kept in the store's
+	// audit trail before a background sweeper removes them. Default:
+	// 2160h (90 days).
+	AuditRetention caddy.Duration `json:"audit_retention,omitempty"`
+
 	// TombstoneTTL is how long a deleted client's tombstone is kept, so
 	// that readers can tell it from a client that never existed. A
 	// background sweeper removes older ones. Default: 720h (30 days).
@@ -197,6 +229,8 @@ type Handler struct {
 	initialTokens initialTokens
 	fetcher       *fetcher
 	statements    *statementVerifier
+	limiter       *rateLimiter
+	cors          *corsPolicy
 	store         *boltStore
 	storeKey      string
 	released      bool
@@ -204,12 +238,27 @@ type Handler struct {
 
 	ctx        context.Context
 	background *sync.Once
+	workers    *sync.WaitGroup
+	workersMu  *sync.Mutex // orders starting work against Cleanup
 	now        func() time.Time
 	usage      *usageTracker
 
 	// identity is the enforcement config, or its defaults when
 	// enforcement is off, so that identity headers are always stripped.
 	identity *Enforce
+}
+
+// RateLimit is a number of requests per window of time.
+type RateLimit struct {
+	// Requests is how many requests one client IP may make per Window;
+	// it is also the burst allowed at once.
+	Requests int `json:"requests,omitempty"`
+
+	// Window is the period over which Requests are allowed.
+	Window caddy.Duration `json:"window,omitempty"`
+
+	// Off disables rate limiting.
+	Off bool `json:"off,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -251,6 +300,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.TombstoneTTL == 0 {
 		h.TombstoneTTL = caddy.Duration(defaultTombstoneTTL)
 	}
+	if h.AuditRetention == 0 {
+		h.AuditRetention = caddy.Duration(defaultAuditRetention)
+	}
+	if h.RateLimit == nil {
+		h.RateLimit = &RateLimit{
+			Requests: defaultRateLimitRequests,
+			Window:   caddy.Duration(defaultRateLimitWindow),
+		}
+	}
 	h.BaseURL = strings.TrimSuffix(h.BaseURL, "/")
 	if h.Store == "" {
 		h.Store = filepath.Join(caddy.AppDataDir(), "dcr", "clients.db")
@@ -284,12 +342,30 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
+	h.cors, err = newCORSPolicy(h.CORSOrigins)
+	if err != nil {
+		return err
+	}
+	if err := metrics.register(ctx.GetMetricsRegistry()); err != nil {
+		return fmt.Errorf("registering metrics: %w", err)
+	}
+
 	store, key, err := acquireStore(h.Store)
 	if err != nil {
 		return fmt.Errorf("opening client store %s: %w", h.Store, err)
 	}
 	h.store, h.storeKey = store, key
 	h.usage = &store.usage
+	if !h.RateLimit.Off {
+		exempt, err := parsePrefixes("rate_limit_exempt", h.RateLimitExempt)
+		if err != nil {
+			return err
+		}
+		// The limiter lives with the store, so that a reload keeps
+		// what each address has used.
+		h.limiter = store.limiter(h.RateLimit.Requests,
+			time.Duration(h.RateLimit.Window), exempt)
+	}
 	store.settings.Store(&storeSettings{
 		secretLifetime: time.Duration(h.SecretLifetime),
 		secretOverlap:  time.Duration(h.SecretOverlap),
@@ -302,6 +378,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.stop = make(chan struct{})
 	h.ctx = ctx
 	h.background = new(sync.Once)
+	h.workers = new(sync.WaitGroup)
+	h.workersMu = new(sync.Mutex)
 	return nil
 }
 
@@ -313,10 +391,18 @@ func (h *Handler) Validate() error {
 	if h.MaxBody < 0 || h.MaxBody > maxMaxBody {
 		return fmt.Errorf("max_body %d: must be between 1 and %d bytes", h.MaxBody, maxMaxBody)
 	}
+	if rl := h.RateLimit; rl != nil && !rl.Off && (rl.Requests < 1 || rl.Window <= 0) {
+		return fmt.Errorf("rate_limit %d %s: want at least one request per positive window",
+			rl.Requests, time.Duration(rl.Window))
+	}
+	if h.MaxClients < 0 {
+		return fmt.Errorf("max_clients %d: must not be negative", h.MaxClients)
+	}
 	for _, d := range []struct {
 		name  string
 		value caddy.Duration
 	}{
+		{"audit_retention", h.AuditRetention},
 		{"secret_lifetime", h.SecretLifetime},
 		{"secret_overlap", h.SecretOverlap},
 		{"tombstone_ttl", h.TombstoneTTL},
@@ -433,8 +519,58 @@ func (h *Handler) Cleanup() error {
 		return nil
 	}
 	h.released = true
-	close(h.stop)
+	if h.workersMu != nil {
+		h.workersMu.Lock()
+		close(h.stop)
+		h.workersMu.Unlock()
+	} else {
+		close(h.stop)
+	}
+	h.waitBackground()
 	return releaseStore(h.storeKey)
+}
+
+// cleanupWait bounds how long Cleanup waits for background work to stop.
+// Reloads wait for Cleanup, so it must be short; a step of background work
+// in progress is bounded by the store's own timeouts.
+const cleanupWait = 5 * time.Second
+
+// waitBackground waits, for at most cleanupWait, until the background
+// work has stopped, so that nothing touches the store after Cleanup
+// returns.
+func (h *Handler) waitBackground() {
+	if h.workers == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		h.workers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(cleanupWait):
+		h.logger.Warn("background work still running after cleanup",
+			zap.Duration("waited", cleanupWait))
+	}
+}
+
+// goBackground runs fn as background work that Cleanup waits for, unless
+// the handler is already cleaned up: an old instance may still serve a
+// request after a reload.
+func (h *Handler) goBackground(fn func(context.Context)) {
+	h.workersMu.Lock()
+	defer h.workersMu.Unlock()
+	select {
+	case <-h.stop:
+		return
+	default:
+	}
+	h.workers.Add(1)
+	go func() {
+		defer h.workers.Done()
+		fn(h.ctx)
+	}()
 }
 
 // ServeHTTP answers requests to the registration endpoint and passes all
@@ -450,9 +586,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if path != h.Endpoint {
 		if id, ok := strings.CutPrefix(path, h.Endpoint+"/"); ok &&
 			id != "" && !strings.Contains(id, "/") {
+			if h.cors.handle(w, r, managementMethods) {
+				return nil
+			}
 			return h.manage(w, r, id)
 		}
 		return h.forward(w, r, next)
+	}
+	if h.cors.handle(w, r, registrationMethods) {
+		return nil
 	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -463,16 +605,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return h.register(w, r)
 }
 
+// The methods of the registration and client configuration endpoints,
+// as CORS preflight answers name them.
+var (
+	registrationMethods = []string{http.MethodPost}
+	managementMethods   = []string{http.MethodGet, http.MethodPut, http.MethodDelete}
+)
+
 // startBackground starts the handler's background work: the tombstone
-// sweeper, and with enforcement the usage flusher and the expiry of unused
+// and audit sweepers, and with enforcement the usage flusher and the expiry of unused
 // clients.
 func (h *Handler) startBackground() {
-	go h.sweepTombstones(h.ctx)
+	h.goBackground(h.sweepTombstones)
+	h.goBackground(h.sweepAudit)
 	if h.ExpireUnused > 0 {
-		go h.expireUnused(h.ctx)
+		h.goBackground(h.expireUnused)
 	}
 	if h.Enforce != nil {
-		go h.flushUsage(h.ctx)
+		h.goBackground(h.flushUsage)
 	}
 }
 
@@ -508,6 +658,19 @@ func clientIP(r *http.Request) string {
 // management reports whether the RFC 7592 endpoint is enabled.
 func (h *Handler) management() bool {
 	return *h.Management
+}
+
+// parsePrefixes parses CIDR prefixes of the named setting.
+func parsePrefixes(name string, list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %w", name, s, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // orTrue returns b, or a pointer to true when b is unset.

@@ -80,6 +80,11 @@ func (r registrationResponse) MarshalJSON() ([]byte, error) {
 // with a client information response (section 3.2.1) or an error response
 // (section 3.2.2). A client is stored, durably, before the 201 is sent.
 func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
+	if perr := h.checkRate(w, r); perr != nil {
+		h.refused(r, perr)
+		writeError(w, perr)
+		return nil
+	}
 	adm, perr := h.admitRegistration(r)
 	if perr != nil {
 		h.refuseToken(w, r, perr)
@@ -136,10 +141,28 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
 				return err
 			}
 		}
-		return tx.Create(c)
+		if h.MaxClients > 0 && tx.Count() >= h.MaxClients {
+			return errMaxClients(h.MaxClients)
+		}
+		if err := tx.Create(c); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&clientdb.Event{
+			Time:     now.Unix(),
+			Op:       clientdb.OpCreate,
+			Actor:    clientdb.ActorClient,
+			ClientID: c.ID,
+			TokenID:  c.InitialTokenID,
+			ClientIP: clientIP(r),
+		})
 	})
 	if errors.Is(err, clientdb.ErrTokenInvalid) {
 		h.refuseToken(w, r, errInitialToken())
+		return nil
+	}
+	if errors.As(err, &perr) {
+		h.refused(r, perr)
+		writeError(w, perr)
 		return nil
 	}
 	if err != nil {
@@ -149,7 +172,10 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 
+	metrics.registration("created", "")
 	h.logger.Info("client registered",
+		zap.String("operation", clientdb.OpCreate),
+		zap.String("outcome", "ok"),
 		zap.String("client_id", c.ID),
 		zap.String("client_name", m.ClientName),
 		zap.Strings("grant_types", m.GrantTypes),
@@ -197,9 +223,27 @@ func (h *Handler) refuseToken(w http.ResponseWriter, r *http.Request, perr *prot
 	writeError(w, perr)
 }
 
-// refused logs a refused or failed registration.
+// refused logs and counts a refused or failed registration.
 func (h *Handler) refused(r *http.Request, e *protoError) {
-	logProtoError(h.logger, "registration refused", "registration failed", r, e)
+	outcome := "refused"
+	if e.Status >= 500 {
+		outcome = "failed"
+	}
+	metrics.registration(outcome, e.Code)
+	logProtoError(h.logger, "registration refused", "registration failed", r, e,
+		zap.String("operation", clientdb.OpCreate), zap.String("outcome", outcome))
+}
+
+// errMaxClients is the answer to a registration while the store holds
+// max_clients live clients.
+func errMaxClients(limit int) *protoError {
+	return &protoError{
+		Status: http.StatusForbidden,
+		Code:   "access_denied",
+		Description: fmt.Sprintf("registration is closed: the server holds its "+
+			"maximum of %d clients (max_clients)", limit),
+		Rule: "max_clients",
+	}
 }
 
 // issueSecret gives c a new secret valid from now for the configured

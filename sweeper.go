@@ -60,6 +60,9 @@ func (h *Handler) sweepTombstones(ctx context.Context) {
 	ttl := time.Duration(h.TombstoneTTL)
 	h.periodically(ctx, sweepInterval(ttl), func(ctx context.Context) {
 		cutoff := h.now().Add(-ttl)
+		if !h.due(func(tx *clientdb.Tx) bool { return tx.HasTombstonesBefore(cutoff) }) {
+			return
+		}
 		for {
 			n := 0
 			err := h.store.Update(ctx, func(tx *clientdb.Tx) error {
@@ -124,4 +127,47 @@ func (h *Handler) expireUnused(ctx context.Context) {
 			}
 		}
 	})
+}
+
+// sweepAudit removes audit events older than the retention until ctx ends
+// or the handler is cleaned up, in bounded batches like sweepTombstones.
+func (h *Handler) sweepAudit(ctx context.Context) {
+	keep := time.Duration(h.AuditRetention)
+	h.periodically(ctx, sweepInterval(keep), func(ctx context.Context) {
+		cutoff := h.now().Add(-keep)
+		if !h.due(func(tx *clientdb.Tx) bool { return tx.HasEventsBefore(cutoff) }) {
+			return
+		}
+		for {
+			n := 0
+			err := h.store.Update(ctx, func(tx *clientdb.Tx) error {
+				var err error
+				n, err = tx.SweepEvents(cutoff, sweepBatch)
+				return err
+			})
+			if err != nil {
+				if ctx.Err() == nil {
+					h.logger.Error("sweeping audit events", zap.Error(err))
+				}
+				return
+			}
+			if n > 0 {
+				h.logger.Debug("audit events swept", zap.Int("count", n))
+			}
+			if n < sweepBatch {
+				return
+			}
+		}
+	})
+}
+
+// due reports whether a sweep has work, reading without writing: a sweep
+// that finds nothing to remove then costs no commit.
+func (h *Handler) due(check func(*clientdb.Tx) bool) bool {
+	found := false
+	err := h.store.View(func(tx *clientdb.Tx) error {
+		found = check(tx)
+		return nil
+	})
+	return err == nil && found
 }

@@ -42,6 +42,7 @@ cat > "$work/Caddyfile" <<CADDY
 http://127.0.0.1:8119 {
 	dcr {
 		store $work/clients.db
+		rate_limit off
 		enforce {
 			token /oauth/token
 		}

@@ -151,6 +151,13 @@ func (t *Tx) SweepEvents(cutoff time.Time, limit int) (int, error) {
 	return len(keys), nil
 }
 
+// HasEventsBefore reports whether any audit event was made before cutoff,
+// so that a sweeper can skip a write when there is nothing to do.
+func (t *Tx) HasEventsBefore(cutoff time.Time) bool {
+	events, err := t.EventsSince(0, 1)
+	return err == nil && len(events) == 1 && events[0].Time < cutoff.Unix()
+}
+
 // EventsSince returns up to limit audit events with a sequence number
 // above after, in order (see [Tx.EventsSince]).
 func (r *Reader) EventsSince(after uint64, limit int) ([]Event, error) {

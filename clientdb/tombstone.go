@@ -133,6 +133,20 @@ func (t *Tx) SweepTombstones(cutoff time.Time, limit int) (int, error) {
 	return len(keys), nil
 }
 
+// HasTombstonesBefore reports whether any tombstone was made before
+// cutoff, so that a sweeper can skip a write when there is nothing to do.
+func (t *Tx) HasTombstonesBefore(cutoff time.Time) bool {
+	if t.tx == nil {
+		return false
+	}
+	idx := t.tx.Bucket(sweepBucket)
+	if idx == nil {
+		return false
+	}
+	k, _ := idx.Cursor().First()
+	return k != nil && bytes.Compare(k, sweepKey(max(cutoff.Unix(), 0), "")) < 0
+}
+
 // sweepKey is the key of the sweep index: the deletion time as eight
 // big-endian bytes, so that keys sort by time, followed by the client ID.
 func sweepKey(deletedAt int64, id string) []byte {
@@ -183,9 +197,9 @@ func (c *Client) unusedSince(cutoff time.Time) bool {
 	return seen < cutoff.Unix()
 }
 
-// ExpireUnused deletes, leaving tombstones with [ReasonExpired], those of
-// the given clients that are still unused since cutoff, and returns how
-// many it deleted.
+// ExpireUnused deletes, leaving tombstones with [ReasonExpired] and an
+// [OpExpire] audit event each, those of the given clients that are still
+// unused since cutoff, and returns how many it deleted.
 func (t *Tx) ExpireUnused(ids []string, cutoff, now time.Time) (int, error) {
 	n := 0
 	for _, id := range ids {
@@ -200,6 +214,11 @@ func (t *Tx) ExpireUnused(ids []string, cutoff, now time.Time) (int, error) {
 			continue
 		}
 		if err := t.Delete(id, ReasonExpired, now); err != nil {
+			return n, err
+		}
+		err = t.AppendEvent(&Event{Time: now.Unix(), Op: OpExpire,
+			Actor: ActorSystem, ClientID: id})
+		if err != nil {
 			return n, err
 		}
 		n++
