@@ -193,6 +193,15 @@ func splitObject(body []byte) ([]member, *protoError) {
 			return nil, metadataError("json_duplicate", fmt.Sprintf(
 				"member %q appears more than once", truncate(name)))
 		}
+		if len(members) == maxMembers {
+			return nil, metadataError("json_members", fmt.Sprintf(
+				"request body has more than %d members", maxMembers))
+		}
+		if jsonDepth(value) > maxDepth {
+			return nil, metadataError("json_depth", fmt.Sprintf(
+				"member %q nests arrays and objects deeper than %d levels",
+				truncate(name), maxDepth))
+		}
 		seen[name] = true
 		members = append(members, member{name: name, value: value})
 	}
@@ -263,6 +272,42 @@ func decodeMember(m *clientdb.Metadata, name string, raw json.RawMessage) *proto
 		}
 	}
 	return err
+}
+
+// Limits on the shape of a request body, beyond its size: no metadata
+// member needs more, and a body within max_body could otherwise hold
+// thousands of members or deeply nested values for the decoder to walk.
+const (
+	maxMembers = 256
+	maxDepth   = 8
+)
+
+// jsonDepth returns how deeply arrays and objects nest in a valid JSON
+// value: 0 for a scalar, 1 for a flat array or object.
+func jsonDepth(raw []byte) int {
+	depth, deepest := 0, 0
+	inString, escaped := false, false
+	for _, c := range raw {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			deepest = max(deepest, depth)
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return deepest
 }
 
 func isNull(raw json.RawMessage) bool {

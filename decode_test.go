@@ -490,3 +490,48 @@ func TestDecodeRequestRefused(t *testing.T) {
 		})
 	}
 }
+
+func TestDecodeShapeLimits(t *testing.T) {
+	deep := func(n int) string {
+		return `{"x":` + strings.Repeat("[", n) + strings.Repeat("]", n) + `}`
+	}
+	many := func(n int) string {
+		var b strings.Builder
+		b.WriteString("{")
+		for i := range n {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, `"m%d":1`, i)
+		}
+		return b.String() + "}"
+	}
+	cases := []struct {
+		name string
+		body string
+		rule string // "" accepted
+	}{
+		{"depth at the limit", deep(maxDepth), ""},
+		{"depth over the limit", deep(maxDepth + 1), "json_depth"},
+		{"brackets inside strings do not count", `{"x":"[[[[[[[[[[[[{{{{{{{{{{"}`, ""},
+		{"escaped quote inside a string", `{"x":"\"[[[[[[[[[[["}`, ""},
+		{"nested jwks within the limit", `{"jwks":{"keys":[{"kty":"EC","x5c":["a"]}]}}`, ""},
+		{"members at the limit", many(maxMembers), ""},
+		{"members over the limit", many(maxMembers + 1), "json_members"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, perr := decodeMetadata([]byte(tc.body))
+			switch {
+			case tc.rule == "" && perr != nil:
+				t.Fatalf("refused: %v (rule %s)", perr, perr.Rule)
+			case tc.rule != "" && perr == nil:
+				t.Fatalf("accepted, want rule %s", tc.rule)
+			case tc.rule != "" && perr.Rule != tc.rule:
+				t.Fatalf("rule %s, want %s", perr.Rule, tc.rule)
+			case tc.rule != "" && !strings.Contains(perr.Description, "than"):
+				t.Errorf("description %q does not name the limit", perr.Description)
+			}
+		})
+	}
+}
