@@ -35,7 +35,8 @@ var handlerFields = []string{
 	"rotate_token", "rotate_secret", "secret_overlap", "tombstone_ttl",
 	"discovery", "enforce", "expire_unused", "initial_access_tokens",
 	"redirect_hosts", "require_initial_access_token", "software_statements",
-	"require_software_statement", "redirect_preset", "fetch",
+	"require_software_statement", "redirect_preset", "fetch", "rate_limit",
+	"rate_limit_exempt", "max_clients", "cors_origins", "audit_retention",
 }
 
 // enforceFields are the JSON names of the enforce block as documented on
@@ -168,6 +169,37 @@ func TestCaddyfileAdapt(t *testing.T) {
 					TrustedRoots:  []string{"/etc/caddy/ca.pem"},
 				},
 			},
+		},
+		{
+			// Production limits and the audit trail.
+			name: "limits",
+			caddyfile: `:8080 {
+	dcr {
+		rate_limit 5 10m
+		rate_limit_exempt 203.0.113.0/24 2001:db8::/32
+		max_clients 100000
+		cors_origins https://app.example.com http://localhost:5173
+		audit_retention 30d
+	}
+}
+`,
+			want: Handler{
+				RateLimit:       &RateLimit{Requests: 5, Window: caddy.Duration(10 * time.Minute)},
+				RateLimitExempt: []string{"203.0.113.0/24", "2001:db8::/32"},
+				MaxClients:      100000,
+				CORSOrigins:     []string{"https://app.example.com", "http://localhost:5173"},
+				AuditRetention:  caddy.Duration(30 * 24 * time.Hour),
+			},
+		},
+		{
+			name: "rate_limit_off",
+			caddyfile: `:8080 {
+	dcr {
+		rate_limit off
+	}
+}
+`,
+			want: Handler{RateLimit: &RateLimit{Off: true}},
 		},
 		{
 			// "off" must survive into the JSON as false, not be
@@ -649,6 +681,36 @@ func TestCaddyfileErrors(t *testing.T) {
 			[]string{"fetch timeout", `"soon"`},
 		},
 		{"fetch allow_networks missing", "dcr {\n fetch {\n  allow_networks\n }\n}", argc},
+		{
+			"rate_limit one argument", "dcr {\n rate_limit 5\n}",
+			[]string{"rate_limit: want <requests> <window> or off"},
+		},
+		{
+			"rate_limit zero", "dcr {\n rate_limit 0 1h\n}",
+			[]string{"rate_limit", `"0"`, "positive integer"},
+		},
+		{
+			"rate_limit bad window", "dcr {\n rate_limit 5 soon\n}",
+			[]string{"rate_limit window", `"soon"`},
+		},
+		{
+			"rate_limit negative window", "dcr {\n rate_limit 5 -1h\n}",
+			[]string{"rate_limit window", `"-1h"`},
+		},
+		{"rate_limit_exempt missing", "dcr {\n rate_limit_exempt\n}", argc},
+		{
+			"max_clients negative", "dcr {\n max_clients -1\n}",
+			[]string{"max_clients", `"-1"`, "non-negative"},
+		},
+		{
+			"max_clients word", "dcr {\n max_clients many\n}",
+			[]string{"max_clients", `"many"`},
+		},
+		{"cors_origins missing", "dcr {\n cors_origins\n}", argc},
+		{
+			"audit_retention bad", "dcr {\n audit_retention forever\n}",
+			[]string{"audit_retention", `"forever"`},
+		},
 		{"base_url missing", "dcr {\n base_url\n}", argc},
 		{"base_url two", "dcr {\n base_url https://a https://b\n}", argc},
 		{
