@@ -136,7 +136,8 @@ func itClient() *http.Client {
 	return &http.Client{
 		Timeout: 30 * time.Second,
 		Transport: &http.Transport{
-			DisableKeepAlives: true,
+			DisableKeepAlives:     true,
+			ExpectContinueTimeout: 5 * time.Second,
 			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 				_, port, err := net.SplitHostPort(addr)
 				if err != nil {
@@ -190,6 +191,14 @@ func (s *itServer) do(method, path string, body io.Reader,
 	}
 	if method == http.MethodPost {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	// Large bodies go with "Expect: 100-continue", as careful clients
+	// send them: a server that refuses a body by its Content-Length then
+	// answers before the body is sent, instead of closing a connection
+	// the client is still writing to, which would reach the test as a
+	// reset instead of the answer.
+	if req.ContentLength > 16<<10 {
+		req.Header.Set("Expect", "100-continue")
 	}
 	for _, h := range headers {
 		name, value, ok := strings.Cut(h, ":")
@@ -1386,7 +1395,7 @@ func TestIntegrationHostileBodies(t *testing.T) {
 		{"raw NUL byte in a string", `{` + r0 + ",\"client_name\":\"a\x00b\"}", 400},
 		{"lone surrogate in client_name", `{` + r0 + `,"client_name":"\ud800"}`, 201},
 		{"byte order mark", "\ufeff" + itValidBody, 400},
-		{"many unknown members", `{` + r0 + `,` + many(40000, `"m%d":0`) + `}`, 201},
+		{"many unknown members", `{` + r0 + `,` + many(40000, `"m%d":0`) + `}`, 400},
 		{"many language-tagged names",
 			`{` + r0 + `,` + many(1000, `"client_name#en-x%d":"n"`) + `}`, 400},
 		{"many redirect URIs",

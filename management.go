@@ -229,16 +229,12 @@ func (h *Handler) applyUpdate(cur *clientdb.Client, m *clientdb.Metadata,
 		next.PreviousSecretHash, next.PreviousSecretExpiresAt = "", 0
 	case h.RotateSecret:
 		issued = newSecret
-		next.PreviousSecretHash, next.PreviousSecretExpiresAt = "", 0
-		stillValid := cur.SecretExpiresAt == 0 || now.Unix() < cur.SecretExpiresAt
-		if h.SecretOverlap > 0 && stillValid {
-			until := now.Add(time.Duration(h.SecretOverlap)).Unix()
-			if cur.SecretExpiresAt != 0 && cur.SecretExpiresAt < until {
-				until = cur.SecretExpiresAt
-			}
-			next.PreviousSecretHash = cur.SecretHash
-			next.PreviousSecretExpiresAt = until
-		}
+		rotated := rotatedClient(cur, newSecret, storeSettings{
+			secretLifetime: h.policy.secretLifetime,
+			secretOverlap:  time.Duration(h.SecretOverlap),
+		}, now)
+		next.PreviousSecretHash = rotated.PreviousSecretHash
+		next.PreviousSecretExpiresAt = rotated.PreviousSecretExpiresAt
 	}
 	if issued != "" {
 		next.SecretHash = clientdb.HashSecret(issued)
