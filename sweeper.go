@@ -106,14 +106,29 @@ func (h *Handler) expireUnused(ctx context.Context) {
 				return err
 			})
 			if err == nil && len(ids) > 0 {
-				n := 0
+				var expired []string
 				err = h.store.Update(ctx, func(tx *clientdb.Tx) error {
-					var err error
-					n, err = tx.ExpireUnused(ids, cutoff, now)
-					return err
+					// One at a time, to know which were still unused.
+					expired = expired[:0]
+					for _, id := range ids {
+						n, err := tx.ExpireUnused([]string{id}, cutoff, now)
+						if err != nil {
+							return err
+						}
+						if n == 1 {
+							expired = append(expired, id)
+						}
+					}
+					return nil
 				})
-				if err == nil && n > 0 {
-					h.logger.Info("unused clients expired", zap.Int("count", n))
+				if err == nil {
+					for _, id := range expired {
+						h.logger.Info("client expired",
+							zap.String("operation", clientdb.OpExpire),
+							zap.String("outcome", "ok"),
+							zap.String("client_id", id),
+							zap.Duration("unused_for", idle))
+					}
 				}
 			}
 			if err != nil {
