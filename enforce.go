@@ -477,8 +477,13 @@ func (h *Handler) errorPage(w http.ResponseWriter, r *http.Request, e *protoErro
 // logEnforcement logs a request that enforcement refused or could not
 // check.
 func (h *Handler) logEnforcement(r *http.Request, endpoint string, e *protoError) {
+	outcome := "refused"
+	if e.Status >= 500 {
+		outcome = "failed"
+	}
 	logProtoError(h.logger, "request refused by enforcement", "enforcement failed",
-		r, e, zap.String("endpoint", endpoint))
+		r, e, zap.String("operation", "enforce_"+endpoint), zap.String("outcome", outcome),
+		zap.String("endpoint", endpoint))
 }
 
 // isEndpoint reports whether a cleaned request path reaches the enforced
