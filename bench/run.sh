@@ -5,18 +5,24 @@
 #
 # Scenarios and their baselines:
 #   registration (201, durable)        vs a static `respond` 201 of a
-#   RFC 7592 read (200)                   registration-sized JSON body
+#   registration, 1,000,000 stored        registration-sized JSON body
+#   RFC 7592 read (200)
 #   registration + a reader process
 #   token request through enforcement  vs the same request through a plain
 #                                         reverse_proxy to the same backend
 #
+# It also reports Caddy's start-up time (launch to the first 201 from the
+# large store) and its resident memory before and after the large-store
+# scenario.
+#
 #   bash bench/run.sh            # 10 s per scenario, 32 connections
-#   DURATION=5s CONNS=16 bash bench/run.sh
+#   DURATION=5s CONNS=16 SEED=100000 bash bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
 CONNS=${CONNS:-32}
+SEED=${SEED:-1000000}
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -29,6 +35,8 @@ trap cleanup EXIT
 go build -o "$work/caddy" ./cmd/caddy
 go build -o "$work/load" ./bench/load
 go build -o "$work/reader" ./bench/reader
+go build -o "$work/seed" ./bench/seed
+"$work/seed" -store "$work/big.db" -n "$SEED" >&2
 
 cat > "$work/Caddyfile" <<CADDY
 {
@@ -60,13 +68,27 @@ http://127.0.0.1:8120 {
 http://127.0.0.1:8121 {
 	reverse_proxy 127.0.0.1:8120
 }
+# The same registration endpoint on a store of $SEED clients.
+http://127.0.0.1:8122 {
+	dcr {
+		store $work/big.db
+		rate_limit off
+	}
+}
 CADDY
+started=$(date +%s%N)
 "$work/caddy" run --config "$work/Caddyfile" > "$work/caddy.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-	curl -s -o /dev/null http://127.0.0.1:8119/static && break
-	sleep 0.1
+caddy_pid=$!
+pids+=($caddy_pid)
+reg_body='{"redirect_uris":["http://127.0.0.1:3000/callback"],"client_name":"bench"}'
+for _ in $(seq 1000); do
+	code=$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+		-d "$reg_body" http://127.0.0.1:8122/register || true)
+	[ "$code" = 201 ] && break
+	sleep 0.01
 done
+startup_ms=$(( ($(date +%s%N) - started) / 1000000 ))
+rss() { awk -v k="$1:" '$1 == k { printf "%d MB", $2 / 1024 }' "/proc/$caddy_pid/status"; }
 
 base=http://127.0.0.1:8119
 run() { "$work/load" -c "$CONNS" -d "$DURATION" "$@"; }
@@ -88,6 +110,10 @@ form="grant_type=authorization_code&code=x&redirect_uri=http%3A%2F%2F127.0.0.1%3
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $CONNS connections, $DURATION per scenario"
 b=$(run -label static-201 -url "$base/static")
 r1=$(run -label register -url "$base/register")
+rss_before=$(rss VmRSS)
+rbig=$(run -label "register-$SEED-stored" -url http://127.0.0.1:8122/register)
+rss_after=$(rss VmRSS)
+rss_peak=$(rss VmHWM)
 rd=$(run -label rfc7592-read -method GET -status 200 -body '' \
 	-H "Authorization: Bearer $token" -url "$base/register/$id")
 "$work/reader" -store "$work/clients.db" -d "$DURATION" > "$work/reader.out" &
@@ -104,8 +130,11 @@ pe=$(run -label enforced-token -status 200 -type application/x-www-form-urlencod
 
 printf '%s\n' "$b"
 printf '%s\tratio=%s\n' "$r1" "$(ratio "$r1" "$b")"
+printf '%s\tratio=%s\tvs-empty=%s\n' "$rbig" "$(ratio "$rbig" "$b")" "$(ratio "$rbig" "$r1")"
 printf '%s\tratio=%s\n' "$rd" "$(ratio "$rd" "$b")"
 printf '%s\tratio=%s\n' "$r2" "$(ratio "$r2" "$b")"
 printf '%s\n' "$reader"
 printf '%s\n' "$pb"
 printf '%s\tratio=%s\n' "$pe" "$(ratio "$pe" "$pb")"
+printf 'caddy\tstartup-to-first-201=%dms (store of %s clients)\trss-before-large=%s\trss-after-large=%s\trss-peak=%s\n' \
+	"$startup_ms" "$SEED" "$rss_before" "$rss_after" "$rss_peak"
