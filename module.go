@@ -586,7 +586,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if path != h.Endpoint {
 		if id, ok := strings.CutPrefix(path, h.Endpoint+"/"); ok &&
 			id != "" && !strings.Contains(id, "/") {
-			if h.cors.handle(w, r, managementMethods) {
+			if h.management() && h.cors.handle(w, r, managementMethods) {
 				return nil
 			}
 			return h.manage(w, r, id)
@@ -597,9 +597,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	if r.Method != http.MethodPost {
+		perr := requestError(http.StatusMethodNotAllowed, "method",
+			fmt.Sprintf("method %s is not allowed; use POST", r.Method))
+		h.refused(r, perr)
 		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, requestError(http.StatusMethodNotAllowed, "method",
-			fmt.Sprintf("method %s is not allowed; use POST", r.Method)))
+		writeError(w, perr)
 		return nil
 	}
 	return h.register(w, r)
