@@ -211,8 +211,8 @@ func writeContext(r *http.Request) (context.Context, context.CancelFunc) {
 }
 
 // maxClientIDLength bounds the client IDs looked up in the store. Issued
-// IDs are 22 characters; the margin leaves room for IDs imported by other
-// tools.
+// IDs are 34 characters, and stores written before held 22-character ones;
+// the margin leaves room for IDs imported by other tools.
 const maxClientIDLength = 128
 
 // plausibleClientID reports whether id could be a stored client ID: short

@@ -507,10 +507,11 @@ func itReg(rest string) string {
 	return `{"redirect_uris":["https://app.example.com/cb"],` + rest + `}`
 }
 
-// Issued values are base64url without padding: 128 bits for an ID, 256
-// for a secret or a registration access token.
+// Issued values: a client ID is the issue time in 12 hex digits and 128
+// random bits in base64url; a secret or a registration access token is
+// 256 random bits in base64url, without padding.
 var (
-	itClientIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{22,}$`)
+	itClientIDPattern = regexp.MustCompile(`^[0-9a-f]{12}[A-Za-z0-9_-]{22}$`)
 	itSecretPattern   = regexp.MustCompile(`^[A-Za-z0-9_-]{43,}$`)
 )
 
@@ -531,7 +532,7 @@ func TestIntegrationRegisterDefaults(t *testing.T) {
 		t.Errorf("metadata %v, want %v", got, want)
 	}
 	if id := itString(t, resp, "client_id"); !itClientIDPattern.MatchString(id) {
-		t.Errorf("client_id %q is not 22+ URL-safe characters", id)
+		t.Errorf("client_id %q is not 12 hex digits and 22 URL-safe characters", id)
 	}
 	if at := itInt(t, resp, "client_id_issued_at"); at < start || at > end {
 		t.Errorf("client_id_issued_at %d outside [%d, %d]", at, start, end)
@@ -795,7 +796,7 @@ func TestIntegrationIssuedValuesAreDistinct(t *testing.T) {
 		secret := itString(t, resp, "client_secret")
 		token := itString(t, resp, "registration_access_token")
 		if !itClientIDPattern.MatchString(id) {
-			t.Errorf("client_id %q is not 22+ URL-safe characters", id)
+			t.Errorf("client_id %q is not 12 hex digits and 22 URL-safe characters", id)
 		}
 		for _, v := range []string{secret, token} {
 			if !itSecretPattern.MatchString(v) {

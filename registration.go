@@ -16,12 +16,12 @@ import (
 	"github.com/caddy-dcr/caddy-dcr/clientdb"
 )
 
-// Lengths of issued values in random bytes: 128 bits for a client ID, which
-// is public, and 256 bits for a secret or a registration access token.
+// Lengths of issued values in random bytes: 256 bits for a secret or a
+// registration access token. Client IDs, which are public, carry 128
+// random bits (clientdb.NewClientID).
 const (
-	clientIDBytes = 16
-	secretBytes   = 32
-	tokenBytes    = 32
+	secretBytes = 32
+	tokenBytes  = 32
 )
 
 // registrationResponse is the client information response of RFC 7591
@@ -108,7 +108,7 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
 
 	now := h.now()
 	c := &clientdb.Client{
-		ID:       randomString(clientIDBytes),
+		ID:       clientdb.NewClientID(now),
 		IssuedAt: now.Unix(),
 		Metadata: *m,
 	}

@@ -79,6 +79,7 @@ func (t *Tx) AppendEvent(e *Event) error {
 	if err != nil {
 		return fmt.Errorf("creating bucket %q: %w", auditBucket, err)
 	}
+	b.FillPercent = appendFill
 	seq, err := b.NextSequence()
 	if err != nil {
 		return fmt.Errorf("numbering audit event: %w", err)

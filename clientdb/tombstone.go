@@ -90,6 +90,7 @@ func (t *Tx) Delete(id, reason string, now time.Time) error {
 	if err := clients.Delete([]byte(id)); err != nil {
 		return fmt.Errorf("deleting client %q: %w", id, err)
 	}
+	t.tombstones().FillPercent = appendFill
 	if err := t.tombstones().Put([]byte(id), v); err != nil {
 		return fmt.Errorf("storing tombstone %q: %w", id, err)
 	}

@@ -63,7 +63,8 @@ func main() {
 // client returns the i-th seeded client.
 func client(now int64, i int) *clientdb.Client {
 	return &clientdb.Client{
-		ID:                    random(16),
+		// As if registered one per millisecond up to now.
+		ID:                    clientdb.NewClientID(time.UnixMilli(now*1000 - int64(1_000_000-i))),
 		IssuedAt:              now,
 		SecretHash:            clientdb.HashSecret(random(32)),
 		RegistrationTokenHash: clientdb.HashSecret(random(32)),
