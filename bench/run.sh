@@ -89,6 +89,10 @@ for _ in $(seq 1000); do
 done
 startup_ms=$(( ($(date +%s%N) - started) / 1000000 ))
 rss() { awk -v k="$1:" '$1 == k { printf "%d MB", $2 / 1024 }' "/proc/$caddy_pid/status"; }
+# Caddy's CPU time so far in ms (utime + stime, in clock ticks of 10 ms).
+cpu_ms() { awk '{ print ($14 + $15) * 10 }' "/proc/$caddy_pid/stat"; }
+# The sum and count of a histogram on Caddy's /metrics.
+metric() { curl -s http://localhost:2119/metrics | awk -v m="$1" '$1 == m { print $2 }'; }
 
 base=http://127.0.0.1:8119
 run() { "$work/load" -c "$CONNS" -d "$DURATION" "$@"; }
@@ -108,8 +112,18 @@ basic=$(printf '%s:%s' "$id" "$secret" | base64 -w0)
 form="grant_type=authorization_code&code=x&redirect_uri=http%3A%2F%2F127.0.0.1%3A3000%2Fcallback"
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $CONNS connections, $DURATION per scenario"
+cpub0=$(cpu_ms)
 b=$(run -label static-201 -url "$base/static")
+cpub1=$(cpu_ms)
+cpu0=$(cpu_ms)
+commits0=$(metric caddy_dcr_store_commit_changes_count)
+changes0=$(metric caddy_dcr_store_commit_changes_sum)
+fsync0=$(metric caddy_dcr_store_commit_duration_seconds_sum)
 r1=$(run -label register -url "$base/register")
+cpu1=$(cpu_ms)
+commits1=$(metric caddy_dcr_store_commit_changes_count)
+changes1=$(metric caddy_dcr_store_commit_changes_sum)
+fsync1=$(metric caddy_dcr_store_commit_duration_seconds_sum)
 rss_before=$(rss VmRSS)
 rbig=$(run -label "register-$SEED-stored" -url http://127.0.0.1:8122/register)
 rss_after=$(rss VmRSS)
@@ -138,3 +152,11 @@ printf '%s\n' "$pb"
 printf '%s\tratio=%s\n' "$pe" "$(ratio "$pe" "$pb")"
 printf 'caddy\tstartup-to-first-201=%dms (store of %s clients)\trss-before-large=%s\trss-after-large=%s\trss-peak=%s\n' \
 	"$startup_ms" "$SEED" "$rss_before" "$rss_after" "$rss_peak"
+# Where registration's time goes: Caddy's CPU per request against the
+# static baseline's, and the group commits (changes each, time each).
+ok() { sed -n 's/.*ok=\([0-9]*\).*/\1/p' <<<"$1"; }
+awk -v sb="$((cpub1 - cpub0))" -v nb="$(ok "$b")" -v sr="$((cpu1 - cpu0))" -v nr="$(ok "$r1")" \
+	-v c="$(awk -v a="$commits0" -v b="$commits1" 'BEGIN { print b - a }')" \
+	-v ch="$(awk -v a="$changes0" -v b="$changes1" 'BEGIN { print b - a }')" \
+	-v fs="$(awk -v a="$fsync0" -v b="$fsync1" 'BEGIN { print b - a }')" -v d="${DURATION%s}" \
+	'BEGIN { printf "cost\tcaddy-cpu-per-static=%.0fµs\tcaddy-cpu-per-register=%.0fµs\tcommits=%d\tchanges-per-commit=%.1f\tcommit-time=%.2fms\tcommit-busy=%.0f%%\n", sb * 1000 / nb, sr * 1000 / nr, c, ch / c, fs * 1000 / c, fs * 100 / d }'
