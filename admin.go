@@ -292,11 +292,7 @@ func (v adminClient) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Both are objects with members: join them into one.
-	out := make([]byte, 0, len(head)+len(meta))
-	out = append(out, head[:len(head)-1]...)
-	out = append(out, ',')
-	return append(out, meta[1:]...), nil
+	return joinObjects(head, meta), nil
 }
 
 // clientList is the answer to a listing: a page of clients, and the ID

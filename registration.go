@@ -68,12 +68,16 @@ func (r registrationResponse) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-
 	// head always has members; meta always has token_endpoint_auth_method.
-	out := make([]byte, 0, len(head)+len(meta))
-	out = append(out, head[:len(head)-1]...)
+	return joinObjects(head, meta), nil
+}
+
+// joinObjects joins two JSON objects that both have members into one.
+func joinObjects(a, b []byte) []byte {
+	out := make([]byte, 0, len(a)+len(b))
+	out = append(out, a[:len(a)-1]...)
 	out = append(out, ',')
-	return append(out, meta[1:]...), nil
+	return append(out, b[1:]...)
 }
 
 // register answers a client registration request (RFC 7591 section 3.1)

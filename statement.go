@@ -235,10 +235,11 @@ func (v *statementVerifier) verify(ctx context.Context, raw string,
 	ti := v.issuers[unverified.Issuer]
 	if ti == nil {
 		return nil, &protoError{
-			Status:      http.StatusBadRequest,
-			Code:        codeUnapprovedStatement,
-			Description: fmt.Sprintf("software statement issuer %q is not trusted", truncate(unverified.Issuer)),
-			Rule:        "software_statement_issuer",
+			Status: http.StatusBadRequest,
+			Code:   codeUnapprovedStatement,
+			Description: fmt.Sprintf("software statement issuer %q is not trusted",
+				truncate(unverified.Issuer)),
+			Rule: "software_statement_issuer",
 		}
 	}
 	if !slices.Contains(ti.algs, jose.SignatureAlgorithm(header.Algorithm)) {
@@ -351,7 +352,8 @@ func (v *statementVerifier) keys(ctx context.Context, ti *trustedIssuer, now tim
 }
 
 // fetchKeys fetches and parses a JSON Web Key Set.
-func (v *statementVerifier) fetchKeys(ctx context.Context, url string) (*jose.JSONWebKeySet, error) {
+func (v *statementVerifier) fetchKeys(ctx context.Context,
+	url string) (*jose.JSONWebKeySet, error) {
 	// The fetch outlives the request that caused it only as long as the
 	// fetcher's own timeout.
 	res, err := v.fetch.get(context.WithoutCancel(ctx), url, true)
