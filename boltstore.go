@@ -41,27 +41,48 @@ type boltStore struct {
 	settings atomic.Pointer[storeSettings]
 
 	// limiters are the rate limiters of the handlers using the store,
-	// by their settings, kept across config reloads.
+	// by their settings, with the number of handlers using each. They
+	// outlive a reload that keeps the settings, since the new handler
+	// takes its use before the old one gives up its own.
 	limitersMu sync.Mutex
-	limiters   map[string]*rateLimiter
+	limiters   map[string]*limiterUse
 }
 
-// limiter returns the store's rate limiter for these settings, creating
-// it on first use. A reload with the same settings keeps each address's
-// bucket; changed settings start afresh.
-func (s *boltStore) limiter(n int, window time.Duration, exempt []netip.Prefix) *rateLimiter {
+// limiterUse is a shared rate limiter and its number of users.
+type limiterUse struct {
+	limiter *rateLimiter
+	users   int
+}
+
+// limiter returns the store's rate limiter for these settings and the key
+// to release it with, creating it on first use.
+func (s *boltStore) limiter(n int, window time.Duration,
+	exempt []netip.Prefix) (*rateLimiter, string) {
 	key := fmt.Sprint(n, window, exempt)
 	s.limitersMu.Lock()
 	defer s.limitersMu.Unlock()
-	if l, ok := s.limiters[key]; ok {
-		return l
+	u := s.limiters[key]
+	if u == nil {
+		if s.limiters == nil {
+			s.limiters = make(map[string]*limiterUse)
+		}
+		u = &limiterUse{limiter: newRateLimiter(n, window, exempt, defaultRateLimitEntries)}
+		s.limiters[key] = u
 	}
-	// Only the current settings' limiter is kept. During a reload that
-	// changes them, the old instance's limiter lives on with it.
-	s.limiters = map[string]*rateLimiter{
-		key: newRateLimiter(n, window, exempt, defaultRateLimitEntries),
+	u.users++
+	return u.limiter, key
+}
+
+// releaseLimiter gives up one use of the limiter under key, dropping it
+// when nobody uses it.
+func (s *boltStore) releaseLimiter(key string) {
+	s.limitersMu.Lock()
+	defer s.limitersMu.Unlock()
+	if u := s.limiters[key]; u != nil {
+		if u.users--; u.users <= 0 {
+			delete(s.limiters, key)
+		}
 	}
-	return s.limiters[key]
 }
 
 // storeSettings are handler settings that operations on a store outside a

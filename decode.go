@@ -131,9 +131,16 @@ func mergeMembers(members, claims []member) []member {
 		return c.name == "client_id" || c.name == "client_secret" ||
 			c.name == "software_statement" || slices.Contains(issuedMembers, c.name)
 	})
+	// A claim also replaces the body's language-tagged variants of its
+	// member: a statement that names the client must not be dressed in
+	// names or logos of the presenter's choosing.
 	out := make([]member, 0, len(members)+len(claims))
 	for _, m := range members {
-		if !slices.ContainsFunc(claims, func(c member) bool { return c.name == m.name }) {
+		base, _, _ := strings.Cut(m.name, "#")
+		if !slices.ContainsFunc(claims, func(c member) bool {
+			cbase, _, _ := strings.Cut(c.name, "#")
+			return c.name == m.name || cbase == base
+		}) {
 			out = append(out, m)
 		}
 	}

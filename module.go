@@ -230,6 +230,7 @@ type Handler struct {
 	fetcher       *fetcher
 	statements    *statementVerifier
 	limiter       *rateLimiter
+	limiterKey    string
 	cors          *corsPolicy
 	store         *boltStore
 	storeKey      string
@@ -350,26 +351,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 
-	store, key, err := acquireStore(h.Store)
-	if err != nil {
-		return fmt.Errorf("opening client store %s: %w", h.Store, err)
-	}
-	h.store, h.storeKey = store, key
-	h.usage = &store.usage
-	if !h.RateLimit.Off {
-		exempt, err := parsePrefixes("rate_limit_exempt", h.RateLimitExempt)
-		if err != nil {
+	var exempt []netip.Prefix
+	if rl := h.RateLimit; !rl.Off {
+		if rl.Requests < 1 || rl.Window <= 0 {
+			return fmt.Errorf("rate_limit %d %s: want at least one request per "+
+				"positive window", rl.Requests, time.Duration(rl.Window))
+		}
+		if exempt, err = parsePrefixes("rate_limit_exempt", h.RateLimitExempt); err != nil {
 			return err
 		}
-		// The limiter lives with the store, so that a reload keeps
-		// what each address has used.
-		h.limiter = store.limiter(h.RateLimit.Requests,
-			time.Duration(h.RateLimit.Window), exempt)
 	}
-	store.settings.Store(&storeSettings{
-		secretLifetime: time.Duration(h.SecretLifetime),
-		secretOverlap:  time.Duration(h.SecretOverlap),
-	})
 
 	// Background work starts with the first request, not here: "caddy
 	// validate" provisions handlers that never serve, and they must not
@@ -380,6 +371,26 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.background = new(sync.Once)
 	h.workers = new(sync.WaitGroup)
 	h.workersMu = new(sync.Mutex)
+
+	// Nothing may fail after the store is acquired: Cleanup after a
+	// failed Provision releases it, but keeping the order simple keeps
+	// that path simple too.
+	store, key, err := acquireStore(h.Store)
+	if err != nil {
+		return fmt.Errorf("opening client store %s: %w", h.Store, err)
+	}
+	h.store, h.storeKey = store, key
+	h.usage = &store.usage
+	if !h.RateLimit.Off {
+		// The limiter lives with the store, so that a reload keeps
+		// what each address has used.
+		h.limiter, h.limiterKey = store.limiter(h.RateLimit.Requests,
+			time.Duration(h.RateLimit.Window), exempt)
+	}
+	store.settings.Store(&storeSettings{
+		secretLifetime: time.Duration(h.SecretLifetime),
+		secretOverlap:  time.Duration(h.SecretOverlap),
+	})
 	return nil
 }
 
@@ -390,10 +401,6 @@ func (h *Handler) Validate() error {
 	}
 	if h.MaxBody < 0 || h.MaxBody > maxMaxBody {
 		return fmt.Errorf("max_body %d: must be between 1 and %d bytes", h.MaxBody, maxMaxBody)
-	}
-	if rl := h.RateLimit; rl != nil && !rl.Off && (rl.Requests < 1 || rl.Window <= 0) {
-		return fmt.Errorf("rate_limit %d %s: want at least one request per positive window",
-			rl.Requests, time.Duration(rl.Window))
 	}
 	if h.MaxClients < 0 {
 		return fmt.Errorf("max_clients %d: must not be negative", h.MaxClients)
@@ -523,10 +530,13 @@ func (h *Handler) Cleanup() error {
 		h.workersMu.Lock()
 		close(h.stop)
 		h.workersMu.Unlock()
-	} else {
+	} else if h.stop != nil {
 		close(h.stop)
 	}
 	h.waitBackground()
+	if h.limiterKey != "" {
+		h.store.releaseLimiter(h.limiterKey)
+	}
 	return releaseStore(h.storeKey)
 }
 

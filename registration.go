@@ -222,6 +222,9 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *pro
 func (h *Handler) refuseToken(w http.ResponseWriter, r *http.Request, perr *protoError) {
 	h.refused(r, perr)
 	if perr.Status == http.StatusUnauthorized {
+		// Also when no token was sent, though RFC 6750 section 3.1
+		// would leave the error code out then: clients of this
+		// endpoint, and its documented interface, expect one answer.
 		w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 	}
 	writeError(w, perr)

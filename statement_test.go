@@ -1017,6 +1017,16 @@ func TestStatementMergeMembers(t *testing.T) {
 			want:   m("client_name", `null`),
 		},
 		{
+			// The presenter must not dress a signed name or logo in
+			// language variants of its own.
+			name: "claim replaces the member's language variants",
+			body: m("client_name#en", `"Acme Login"`, "logo_uri#fr", `"https://evil/l.png"`,
+				"tos_uri#de", `"https://app/tos"`),
+			claims: m("client_name", `"Acme"`, "logo_uri", `"https://acme/l.png"`),
+			want: m("tos_uri#de", `"https://app/tos"`, "client_name", `"Acme"`,
+				"logo_uri", `"https://acme/l.png"`),
+		},
+		{
 			name: "claims of issued values dropped",
 			body: m("scope", `"a"`),
 			claims: m("client_id", `"chosen"`, "client_secret", `"s"`,
