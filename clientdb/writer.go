@@ -110,43 +110,103 @@ func (w *Writer) View(fn func(*Tx) error) error {
 	return r.View(fn)
 }
 
+// sessionHold bounds how long the database stays open across consecutive
+// group commits. While changes keep coming, the writer keeps the file open
+// from one commit to the next: opening, mapping and closing a bbolt file
+// costs CPU comparable to a commit. Readers, which cannot open the file
+// meanwhile, wait at most this long plus one commit.
+const sessionHold = 5 * time.Millisecond
+
 // run commits queued changes until the queue is empty. Changes that arrive
 // during a commit form the next group, so the group size follows the load
 // without any delay timer.
 func (w *Writer) run() {
+	var s *session
 	for {
-		w.mu.Lock()
-		group := w.queue
-		w.queue = nil
+		group := w.take()
 		if len(group) == 0 {
+			if s != nil {
+				s.close()
+				s = nil
+			}
+			w.mu.Lock()
+			if len(w.queue) > 0 {
+				w.mu.Unlock()
+				continue
+			}
 			w.running = false
 			w.mu.Unlock()
 			return
 		}
-		w.mu.Unlock()
 
-		w.commitGroup(group)
+		if s != nil && time.Since(s.opened) >= sessionHold {
+			// Let waiting readers in.
+			s.close()
+			s = nil
+		}
+		start := time.Now()
+		if s == nil {
+			var err error
+			if s, err = w.open(); err != nil {
+				fail(group, err)
+				continue
+			}
+		}
+		ok, committed := w.commitGroup(s, group, start)
+		// After a failure of the store itself, start afresh. When no
+		// change waits, close before answering, so that the writer
+		// holds nothing once its callers have their answers.
+		if !ok || w.idle() || time.Since(s.opened) >= sessionHold {
+			s.close()
+			s = nil
+		}
+		for _, c := range committed {
+			close(c.done)
+		}
 	}
 }
 
-// commitGroup commits a group of changes. When one change fails, the
-// transaction is rolled back, that change gets its error and the rest are
-// committed again without it.
-func (w *Writer) commitGroup(group []*change) {
+// idle reports whether no change is queued.
+func (w *Writer) idle() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.queue) == 0
+}
+
+// take removes and returns the queued changes.
+func (w *Writer) take() []*change {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	group := w.queue
+	w.queue = nil
+	return group
+}
+
+// fail ends every change of the group with err.
+func fail(group []*change, err error) {
+	for _, c := range group {
+		c.err = err
+		close(c.done)
+	}
+}
+
+// commitGroup commits a group of changes in the session. When one change
+// fails, the transaction is rolled back, that change gets its error and
+// the rest are committed again without it. It reports false when the
+// store itself failed, and returns the committed changes, which the caller
+// releases.
+func (w *Writer) commitGroup(s *session, group []*change,
+	start time.Time) (bool, []*change) {
 	for len(group) > 0 {
-		start := time.Now()
-		failed, err := w.commit(group)
+		failed, err := s.commit(group)
 		switch {
 		case failed >= 0:
 			group[failed].err = err
 			close(group[failed].done)
 			group = append(group[:failed:failed], group[failed+1:]...)
 		case err != nil:
-			for _, c := range group {
-				c.err = err
-				close(c.done)
-			}
-			return
+			fail(group, err)
+			return false, nil
 		default:
 			w.mu.Lock()
 			onCommit, observe := w.onCommit, w.observe
@@ -157,60 +217,84 @@ func (w *Writer) commitGroup(group []*change) {
 			if onCommit != nil {
 				onCommit()
 			}
-			for _, c := range group {
-				close(c.done)
-			}
-			return
+			return true, group
 		}
 	}
+	return true, nil
 }
 
 // errChange marks the change that made a transaction fail.
 var errChange = errors.New("change failed")
 
-// commit applies the group in one transaction. It returns the index of a
-// change that failed with that change's error, or -1 and an error of the
-// store itself.
-func (w *Writer) commit(group []*change) (int, error) {
-	// The lock files are opened per commit so that an idle Writer holds
-	// nothing; two opens cost little next to the fsync.
+// session is the database held open, under the exclusive lock, for one
+// or more group commits.
+type session struct {
+	path   string
+	locks  *locks
+	db     *bolt.DB
+	opened time.Time
+}
+
+// open takes the writer's side of the lock protocol and opens the
+// database, creating its directory and files on first use.
+func (w *Writer) open() (*session, error) {
+	// The lock files are opened per session so that an idle Writer holds
+	// nothing.
 	l, err := openLocks(w.path, true)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(filepath.Dir(w.path), 0o755); err != nil {
-			return -1, fmt.Errorf("creating directory of store %s: %w", w.path, err)
+			return nil, fmt.Errorf("creating directory of store %s: %w", w.path, err)
 		}
 		l, err = openLocks(w.path, true)
 	}
 	if err != nil {
-		return -1, fmt.Errorf("opening store %s: %w", w.path, err)
+		return nil, fmt.Errorf("opening store %s: %w", w.path, err)
 	}
-	defer l.close()
 	if err := l.exclusive(); err != nil {
-		return -1, err
+		l.close()
+		return nil, err
 	}
-	defer l.unlock()
 
 	_, statErr := os.Stat(w.path)
 	created := errors.Is(statErr, fs.ErrNotExist)
 
 	db, err := bolt.Open(w.path, dbMode, &bolt.Options{Timeout: boltTimeout})
 	if err != nil {
-		return -1, fmt.Errorf("opening store %s: %w", w.path, err)
+		l.unlock()
+		l.close()
+		return nil, fmt.Errorf("opening store %s: %w", w.path, err)
 	}
 
 	// bbolt syncs the file but not the directory entry of a new one. Sync
-	// it now: the file stays even if this transaction fails, and the next
-	// commit would not know it is new.
+	// it now: the file stays even if the first transaction fails, and the
+	// next session would not know it is new.
 	if created {
 		if err := syncDir(filepath.Dir(w.path)); err != nil {
 			db.Close()
-			return -1, fmt.Errorf("syncing directory of store %s: %w", w.path, err)
+			l.unlock()
+			l.close()
+			return nil, fmt.Errorf("syncing directory of store %s: %w", w.path, err)
 		}
 	}
+	return &session{path: w.path, locks: l, db: db, opened: time.Now()}, nil
+}
 
+// close closes the database and releases the lock. A failure to close
+// after successful commits is not reported: the changes are on disk, and
+// callers must not be told otherwise.
+func (s *session) close() {
+	s.db.Close()
+	s.locks.unlock()
+	s.locks.close()
+}
+
+// commit applies the group in one transaction and returns once it is on
+// disk. It returns the index of a change that failed with that change's
+// error, or -1 and an error of the store itself.
+func (s *session) commit(group []*change) (int, error) {
 	failed := -1
 	var changeErr error
-	err = db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		if err := initSchema(tx); err != nil {
 			return err
 		}
@@ -223,15 +307,11 @@ func (w *Writer) commit(group []*change) (int, error) {
 		}
 		return nil
 	})
-	// A failure to close after a successful commit is not reported: the
-	// changes are on disk, and callers must not be told otherwise.
-	db.Close()
-
 	if failed >= 0 {
 		return failed, changeErr
 	}
 	if err != nil {
-		return -1, fmt.Errorf("committing to store %s: %w", w.path, err)
+		return -1, fmt.Errorf("committing to store %s: %w", s.path, err)
 	}
 	return -1, nil
 }
