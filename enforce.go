@@ -231,6 +231,11 @@ func (h *Handler) enforceToken(w http.ResponseWriter, r *http.Request,
 		id = basicID
 	}
 	if id == "" {
+		// The client is named only inside its assertion; the check
+		// below verifies that it signed it.
+		id = assertionIssuer(form)
+	}
+	if id == "" {
 		return next.ServeHTTP(w, r)
 	}
 
@@ -250,12 +255,13 @@ func (h *Handler) enforceToken(w http.ResponseWriter, r *http.Request,
 	}
 
 	if !gatewayAuthenticates(c) {
-		// TODO: verify client_secret_jwt and private_key_jwt assertions;
-		// until then the backend checks them, and no identity headers
-		// vouch for a client the gateway did not authenticate.
+		// client_secret_jwt is signed with the plaintext secret, which
+		// the store does not keep: the backend checks it, and no
+		// identity headers vouch for a client the gateway did not
+		// authenticate.
 		return next.ServeHTTP(w, r)
 	}
-	if perr := h.authenticateClient(c, form, hasBasic, basicSecret); perr != nil {
+	if perr := h.authenticateClient(r, c, form, hasBasic, basicSecret); perr != nil {
 		return h.tokenError(w, r, perr, hasBasic)
 	}
 	g := form.Get("grant_type")
@@ -275,7 +281,7 @@ func (h *Handler) enforceToken(w http.ResponseWriter, r *http.Request,
 
 // authenticateClient checks a token request's client authentication
 // against the registered method and the stored secret.
-func (h *Handler) authenticateClient(c *clientdb.Client, form url.Values,
+func (h *Handler) authenticateClient(r *http.Request, c *clientdb.Client, form url.Values,
 	hasBasic bool, basicSecret string) *protoError {
 	postSecret, hasPost := form["client_secret"]
 	if hasBasic && hasPost {
@@ -303,6 +309,12 @@ func (h *Handler) authenticateClient(c *clientdb.Client, form url.Values,
 				"the client is registered as public and has no secret")
 		}
 		return nil
+	case authPrivateKeyJWT:
+		if hasBasic || hasPost {
+			return invalidClient("auth_method",
+				"the client must authenticate with private_key_jwt")
+		}
+		return h.assertions.check(r.Context(), r, c, form, h.tokenAudiences(r), h.now())
 	default:
 		// Not reached: enforceToken passes such clients on unchecked.
 		return nil
@@ -318,10 +330,11 @@ func (h *Handler) authenticateClient(c *clientdb.Client, form url.Values,
 }
 
 // gatewayAuthenticates reports whether the gateway can check the client's
-// token endpoint authentication itself: a shared secret or none.
+// token endpoint authentication itself: a shared secret, none, or a JWT
+// signed with the client's private key.
 func gatewayAuthenticates(c *clientdb.Client) bool {
 	switch c.Metadata.TokenEndpointAuthMethod {
-	case authClientSecretBasic, authClientSecretPost, authNone:
+	case authClientSecretBasic, authClientSecretPost, authNone, authPrivateKeyJWT:
 		return true
 	}
 	return false

@@ -536,10 +536,11 @@ func TestEnforceToken(t *testing.T) {
 			id: "native", kind: "public"},
 		{name: "public with secret", auth: enBasic("native", "x"), body: code,
 			status: http.StatusUnauthorized, code: codeInvalidClient, challenge: true},
-		{name: "private_key_jwt left to the backend", body: code + "&client_id=jwt" +
+		{name: "private_key_jwt with an unsigned assertion", body: code + "&client_id=jwt" +
 			"&client_assertion_type=" +
 			url.QueryEscape("urn:ietf:params:oauth:client-assertion-type:jwt-bearer") +
-			"&client_assertion=e30.e30.sig"},
+			"&client_assertion=e30.e30.sig",
+			status: http.StatusUnauthorized, code: codeInvalidClient},
 		{name: "grant type unregistered", auth: enBasic("web", enSecret),
 			body:   "grant_type=client_credentials",
 			status: http.StatusBadRequest, code: codeUnauthorizedClient},
@@ -753,7 +754,8 @@ func TestAuthenticateClient(t *testing.T) {
 		{"none", public, nil, false, "", 0, ""},
 		{"none with basic", public, nil, true, "", 0, "auth_method"},
 		{"none with post", public, secret(""), false, "", 0, "auth_method"},
-		{"private_key_jwt", jwt, url.Values{"client_assertion": {"x"}}, false, "", 0, ""},
+		{"private_key_jwt with a bad assertion", jwt, url.Values{"client_assertion": {"x"}},
+			false, "", 0, "client_assertion"},
 		{"client_secret_jwt", secretJWT, nil, false, "", 0, ""},
 		{"before expiry", expiring, nil, true, enSecret, 59 * time.Minute, ""},
 		{"at expiry", expiring, nil, true, enSecret, time.Hour, "secret_expired"},
@@ -772,7 +774,8 @@ func TestAuthenticateClient(t *testing.T) {
 			if form == nil {
 				form = url.Values{}
 			}
-			perr := h.authenticateClient(tc.client, form, tc.hasBasic, tc.basic)
+			r := httptest.NewRequest(http.MethodPost, "/oauth/token", nil)
+			perr := h.authenticateClient(r, tc.client, form, tc.hasBasic, tc.basic)
 			if tc.rule == "" {
 				if perr != nil {
 					t.Fatalf("refused: %v (rule %s)", perr, perr.Rule)

@@ -81,6 +81,11 @@ func mgHandler(t testing.TB, change func(*Handler)) (
 		background: doneOnce(),
 	}
 	h.identity.provision()
+	f, err := (*FetchConfig)(nil).newFetcher()
+	if err != nil {
+		t.Fatalf("newFetcher: %v", err)
+	}
+	h.fetcher, h.assertions = f, newAssertionChecker(f)
 	// Cleanup is idempotent, so a test may call it first.
 	t.Cleanup(func() {
 		if err := h.Cleanup(); err != nil {

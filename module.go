@@ -231,6 +231,7 @@ type Handler struct {
 	statements    *statementVerifier
 	limiter       *rateLimiter
 	limiterKey    string
+	assertions    *assertionChecker
 	cors          *corsPolicy
 	store         *boltStore
 	storeKey      string
@@ -342,6 +343,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	h.assertions = newAssertionChecker(h.fetcher)
 
 	h.cors, err = newCORSPolicy(h.CORSOrigins)
 	if err != nil {

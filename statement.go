@@ -291,6 +291,24 @@ func (v *statementVerifier) checkSignature(ctx context.Context, ti *trustedIssue
 		}
 	}
 
+	payload, tried, err := verifyWithKeys(sig, header, keys)
+	switch {
+	case err == nil:
+		return payload, nil
+	case tried == 0:
+		return nil, fmt.Errorf("no key of issuer %q fits kid %q and alg %q",
+			ti.name, header.KeyID, header.Algorithm)
+	}
+	return nil, fmt.Errorf("none of %d keys of issuer %q verifies the signature",
+		tried, ti.name)
+}
+
+// verifyWithKeys verifies a JWS with the keys that fit its header: the
+// one its kid names, else every signing key whose alg, if it names one,
+// is the header's. It returns the payload, or how many keys it tried and
+// an error.
+func verifyWithKeys(sig *jose.JSONWebSignature, header jose.Header,
+	keys *jose.JSONWebKeySet) ([]byte, int, error) {
 	tried := 0
 	for i := range keys.Keys {
 		k := &keys.Keys[i]
@@ -302,15 +320,10 @@ func (v *statementVerifier) checkSignature(ctx context.Context, ti *trustedIssue
 		}
 		tried++
 		if payload, err := sig.Verify(k); err == nil {
-			return payload, nil
+			return payload, tried, nil
 		}
 	}
-	if tried == 0 {
-		return nil, fmt.Errorf("no key of issuer %q fits kid %q and alg %q",
-			ti.name, header.KeyID, header.Algorithm)
-	}
-	return nil, fmt.Errorf("none of %d keys of issuer %q verifies the signature",
-		tried, ti.name)
+	return nil, tried, errors.New("no key verifies the signature")
 }
 
 // keys returns the issuer's key set, fetching it when it comes from a URL
