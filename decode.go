@@ -3,9 +3,7 @@ package dcr
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -169,34 +167,29 @@ type member struct {
 // splitObject returns the members of the JSON object in body, in order. It
 // refuses anything else, trailing data and repeated member names: a name
 // given twice would mean different things to different parsers.
+//
+// The body is validated as a whole first; the members are then cut out of
+// it directly, without a token stream, which allocates for every value it
+// reads.
 func splitObject(body []byte) ([]member, *protoError) {
-	notJSON := metadataError("json_syntax", "request body is not valid JSON")
-
-	dec := json.NewDecoder(bytes.NewReader(body))
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, notJSON
+	if !json.Valid(body) {
+		return nil, metadataError("json_syntax", "request body is not valid JSON")
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	i := skipSpace(body, 0)
+	if body[i] != '{' {
 		return nil, metadataError("json_object", "request body must be a JSON object")
 	}
 
 	var members []member
-	seen := make(map[string]bool)
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, notJSON
-		}
-		name, ok := tok.(string)
-		if !ok {
-			return nil, notJSON
-		}
-		var value json.RawMessage
-		if err := dec.Decode(&value); err != nil {
-			return nil, notJSON
-		}
-		if seen[name] {
+	for i = skipSpace(body, i+1); body[i] != '}'; {
+		end := stringEnd(body, i)
+		name := unquote(body[i:end])
+		i = skipSpace(body, end)
+		start := skipSpace(body, i+1) // past the colon
+		end = valueEnd(body, start)
+		value := json.RawMessage(body[start:end])
+
+		if slices.ContainsFunc(members, func(m member) bool { return m.name == name }) {
 			return nil, metadataError("json_duplicate", fmt.Sprintf(
 				"member %q appears more than once", truncate(name)))
 		}
@@ -209,16 +202,71 @@ func splitObject(body []byte) ([]member, *protoError) {
 				"member %q nests arrays and objects deeper than %d levels",
 				truncate(name), maxDepth))
 		}
-		seen[name] = true
 		members = append(members, member{name: name, value: value})
-	}
-	if _, err := dec.Token(); err != nil {
-		return nil, notJSON
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, notJSON
+
+		i = skipSpace(body, end)
+		if body[i] == ',' {
+			i = skipSpace(body, i+1)
+		}
 	}
 	return members, nil
+}
+
+// The helpers below walk JSON that json.Valid accepted, so they need not
+// check what they read.
+
+// skipSpace returns the index of the first non-space byte at or after i.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index just past the string starting at i.
+func stringEnd(b []byte, i int) int {
+	for i++; b[i] != '"'; i++ {
+		if b[i] == '\\' {
+			i++
+		}
+	}
+	return i + 1
+}
+
+// valueEnd returns the index just past the value starting at i.
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for ; ; i++ {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+	}
+	for i < len(b) && !strings.ContainsRune(",}] \t\n\r", rune(b[i])) {
+		i++
+	}
+	return i
+}
+
+// unquote returns the value of a JSON string literal.
+func unquote(lit []byte) string {
+	if !bytes.ContainsRune(lit, '\\') && utf8.Valid(lit) {
+		return string(lit[1 : len(lit)-1])
+	}
+	var s string
+	json.Unmarshal(lit, &s) // valid JSON: it cannot fail
+	return s
 }
 
 // decodeMember stores one member of the request in m.
@@ -329,11 +377,10 @@ func decodeString(name string, raw json.RawMessage) (string, *protoError) {
 	if isNull(raw) {
 		return "", nil
 	}
-	var s string
-	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
+	if raw[0] != '"' {
 		return "", typeError(name, "a string")
 	}
-	return s, nil
+	return unquote(raw), nil
 }
 
 func decodeList(name string, raw json.RawMessage) ([]string, *protoError) {
@@ -346,11 +393,10 @@ func decodeList(name string, raw json.RawMessage) ([]string, *protoError) {
 	}
 	list := make([]string, 0, len(items))
 	for _, item := range items {
-		var s string
-		if item[0] != '"' || json.Unmarshal(item, &s) != nil {
+		if item[0] != '"' {
 			return nil, typeError(name, "an array of strings")
 		}
-		list = append(list, s)
+		list = append(list, unquote(item))
 	}
 	return list, nil
 }

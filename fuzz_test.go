@@ -283,3 +283,53 @@ func loopbackHost(host string) bool {
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.Zone() == "" && ip.IsLoopback()
 }
+
+// FuzzSplitObject holds the hand-written member splitter to encoding/json:
+// whatever it accepts, encoding/json reads as an object with the same
+// members and values; what it refuses as malformed, encoding/json refuses
+// too.
+func FuzzSplitObject(f *testing.F) {
+	for _, seed := range []string{
+		`{}`, ` { "a" : 1 , "b":[1,{"c":"]}"}] } `, `{"a\"b":"x\\"}`,
+		`{"\u0061":1}`, `{"a":1,"a":2}`, `{"a":"\ud800"}`, `[1]`, `{"a":}`,
+		`{"a":true,"b":false,"c":null,"d":-1.5e3}`, "{\"a\":\"\xff\"}",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		members, perr := splitObject(body)
+		if perr != nil {
+			switch perr.Rule {
+			case "json_syntax":
+				if json.Valid(body) {
+					t.Fatalf("valid JSON %q refused as malformed", body)
+				}
+			case "json_object":
+				var obj map[string]json.RawMessage
+				if json.Valid(body) && json.Unmarshal(body, &obj) == nil && obj != nil {
+					t.Fatalf("object %q refused as not an object", body)
+				}
+			}
+			return
+		}
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(body, &obj); err != nil || obj == nil {
+			t.Fatalf("accepted %q, which encoding/json reads as no object: %v", body, err)
+		}
+		if len(obj) != len(members) {
+			t.Fatalf("%q: %d members, encoding/json sees %d", body, len(members), len(obj))
+		}
+		for _, m := range members {
+			want, ok := obj[m.name]
+			if !ok {
+				t.Fatalf("%q: member %q unknown to encoding/json", body, m.name)
+			}
+			var a, b bytes.Buffer
+			if json.Compact(&a, m.value) != nil || json.Compact(&b, want) != nil ||
+				!bytes.Equal(a.Bytes(), b.Bytes()) {
+				t.Fatalf("%q: member %q is %q, encoding/json says %q",
+					body, m.name, m.value, want)
+			}
+		}
+	})
+}
