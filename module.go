@@ -232,6 +232,7 @@ type Handler struct {
 	limiter       *rateLimiter
 	limiterKey    string
 	assertions    *assertionChecker
+	sectors       *sectorCache
 	cors          *corsPolicy
 	store         *boltStore
 	storeKey      string
@@ -344,6 +345,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.assertions = newAssertionChecker(h.fetcher)
+	h.sectors = newSectorCache()
 
 	h.cors, err = newCORSPolicy(h.CORSOrigins)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/caddy-dcr/caddy-dcr/clientdb"
 )
@@ -1422,7 +1423,7 @@ func TestSectorIdentifierCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &Handler{fetcher: f}
+	h := &Handler{fetcher: f, now: time.Now}
 
 	cases := []struct {
 		path string
@@ -1473,7 +1474,7 @@ func TestSectorIdentifierCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h = &Handler{fetcher: strict}
+	h = &Handler{fetcher: strict, now: time.Now}
 	m := &clientdb.Metadata{
 		RedirectURIs: uris,
 		SectorIdentifierURI: strings.Replace(srv.URL, "127.0.0.1",
@@ -1501,5 +1502,49 @@ func TestSectorIdentifierCheck(t *testing.T) {
 	if perr := (&Handler{}).checkSectorIdentifier(t.Context(),
 		&clientdb.Metadata{RedirectURIs: uris}); perr != nil {
 		t.Errorf("without a sector_identifier_uri: %v", perr)
+	}
+}
+
+// TestSectorIdentifierCache checks that a sector identifier document is
+// fetched once for several checks within its time to live, and again
+// after it.
+func TestSectorIdentifierCache(t *testing.T) {
+	uris := []string{cb, loopV4}
+	listed, _ := json.Marshal(uris)
+	srv := startSectorServer(t, map[string]sectorDoc{"/all": {200, string(listed)}})
+	f, err := (&FetchConfig{
+		AllowNetworks: []string{"127.0.0.1/32", "::1/128"},
+		TrustedRoots:  []string{srv.roots},
+	}).newFetcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_796_000_000, 0)
+	h := &Handler{fetcher: f, sectors: newSectorCache(), now: func() time.Time { return now }}
+	m := &clientdb.Metadata{RedirectURIs: uris, SectorIdentifierURI: srv.URL + "/all"}
+
+	before := srv.hits.Load()
+	for range 3 {
+		if perr := h.checkSectorIdentifier(t.Context(), m); perr != nil {
+			t.Fatalf("refused: %v", perr)
+		}
+	}
+	if n := srv.hits.Load() - before; n != 1 {
+		t.Errorf("three checks within the TTL fetched %d times, want 1", n)
+	}
+
+	// A redirect URI the cached document does not list is still refused.
+	other := *m
+	other.RedirectURIs = []string{"https://other.example/cb"}
+	if perr := h.checkSectorIdentifier(t.Context(), &other); perr == nil {
+		t.Error("a redirect URI missing from the cached document was accepted")
+	}
+
+	now = now.Add(sectorTTL)
+	if perr := h.checkSectorIdentifier(t.Context(), m); perr != nil {
+		t.Fatalf("refused: %v", perr)
+	}
+	if n := srv.hits.Load() - before; n != 2 {
+		t.Errorf("a check after the TTL made %d fetches in all, want 2", n)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/caddy-dcr/caddy-dcr/clientdb"
 )
@@ -57,18 +59,21 @@ func (h *Handler) checkSectorIdentifier(ctx context.Context, m *clientdb.Metadat
 		return perr
 	}
 
-	res, err := h.fetcher.get(ctx, m.SectorIdentifierURI, true)
-	if err != nil {
-		reason := "the fetch failed"
-		if fe, ok := err.(*fetchError); ok {
-			reason = fe.Reason()
+	listed, ok := h.sectors.get(m.SectorIdentifierURI, h.now())
+	if !ok {
+		res, err := h.fetcher.get(ctx, m.SectorIdentifierURI, true)
+		if err != nil {
+			reason := "the fetch failed"
+			if fe, ok := err.(*fetchError); ok {
+				reason = fe.Reason()
+			}
+			return bad("sector_identifier_fetch", "could not be fetched: "+reason, err)
 		}
-		return bad("sector_identifier_fetch", "could not be fetched: "+reason, err)
-	}
-	var listed []string
-	if err := json.Unmarshal(res.body, &listed); err != nil {
-		return bad("sector_identifier_json",
-			"does not hold a JSON array of URIs", err)
+		if err := json.Unmarshal(res.body, &listed); err != nil {
+			return bad("sector_identifier_json",
+				"does not hold a JSON array of URIs", err)
+		}
+		h.sectors.put(m.SectorIdentifierURI, listed, h.now())
 	}
 	for _, u := range m.RedirectURIs {
 		if !slices.Contains(listed, u) {
@@ -77,4 +82,56 @@ func (h *Handler) checkSectorIdentifier(ctx context.Context, m *clientdb.Metadat
 		}
 	}
 	return nil
+}
+
+// Bounds of the cache of sector identifier documents.
+const (
+	sectorTTL        = 5 * time.Minute
+	maxSectorEntries = 1024
+)
+
+// sectorCache keeps fetched sector identifier documents for a few
+// minutes, so that a client registering and updating in quick succession,
+// or many clients of one sector, cause one fetch. A nil cache keeps
+// nothing. It is safe for concurrent use.
+type sectorCache struct {
+	mu      sync.Mutex
+	entries map[string]sectorEntry
+}
+
+type sectorEntry struct {
+	listed    []string
+	fetchedAt time.Time
+}
+
+func newSectorCache() *sectorCache {
+	return &sectorCache{entries: make(map[string]sectorEntry)}
+}
+
+// get returns the URIs listed at url if they were fetched less than
+// sectorTTL before now.
+func (c *sectorCache) get(url string, now time.Time) ([]string, bool) {
+	if c == nil {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[url]
+	if !ok || now.Sub(e.fetchedAt) >= sectorTTL {
+		return nil, false
+	}
+	return e.listed, true
+}
+
+// put keeps the URIs listed at url, fetched at now.
+func (c *sectorCache) put(url string, listed []string, now time.Time) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) >= maxSectorEntries {
+		clear(c.entries)
+	}
+	c.entries[url] = sectorEntry{listed: listed, fetchedAt: now}
 }
