@@ -35,6 +35,9 @@ type boltStore struct {
 	// expiry pass writes what the old one saw before judging clients.
 	usage usageTracker
 
+	// audit buffers the audit events of reads and refusals.
+	audit auditBuffer
+
 	// settings are the secret rules of the handler that last provisioned
 	// with this store, for operations that do not come through a
 	// handler, such as the admin API's secret rotation.

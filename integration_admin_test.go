@@ -96,6 +96,9 @@ func (s *itServer) itAuditOps(t *testing.T) []string {
 	}
 	var out []string
 	for _, e := range events {
+		if e.Outcome != "" || e.Op == clientdb.OpRead {
+			continue // reads and refusals, appended in batches
+		}
 		out = append(out, strings.Join(strings.Fields(
 			e.Op+" "+e.Actor+" "+e.ClientID+" "+e.TokenID), " "))
 	}

@@ -104,6 +104,7 @@ func (h *Handler) readClient(w http.ResponseWriter, r *http.Request, id string) 
 	resp.RegistrationClientURI = h.clientURI(r, c.ID)
 
 	metrics.managementOp("read", "ok")
+	h.auditRequest(r, clientdb.OpRead, c.ID, nil)
 	h.logger.Info("client read",
 		zap.String("operation", "read"),
 		zap.String("outcome", "ok"),
@@ -354,6 +355,8 @@ func (h *Handler) manageFailed(w http.ResponseWriter, r *http.Request, op, id st
 	switch {
 	case errors.Is(err, errInvalidToken):
 		metrics.managementOp(op, "refused")
+		h.auditRequest(r, op, "", &protoError{Status: http.StatusUnauthorized,
+			Code: "invalid_token", Rule: "registration_access_token"})
 		h.logger.Info("client management refused",
 			zap.String("operation", op),
 			zap.String("outcome", "refused"),
@@ -377,6 +380,7 @@ func (h *Handler) manageFailed(w http.ResponseWriter, r *http.Request, op, id st
 		outcome = "failed"
 	}
 	metrics.managementOp(op, outcome)
+	h.auditRequest(r, op, id, perr)
 	extra := []zap.Field{zap.String("operation", op), zap.String("outcome", outcome)}
 	if id != "" {
 		extra = append(extra, zap.String("client_id", id))

@@ -22,6 +22,7 @@ type dcrMetrics struct {
 	registrations *prometheus.CounterVec
 	management    *prometheus.CounterVec
 	rateLimit     prometheus.Counter
+	dropped       prometheus.Counter
 	clients       *clientsCollector
 	commitSeconds prometheus.Histogram
 	commitChanges prometheus.Histogram
@@ -83,6 +84,14 @@ func newDCRMetrics() *dcrMetrics {
 			Help:      "Number of registration requests refused by the rate limit.",
 		}),
 
+		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns,
+			Subsystem: sub,
+			Name:      "audit_dropped_total",
+			Help: "Number of audit events of reads and refusals dropped " +
+				"because too many waited to be written.",
+		}),
+
 		clients: newClientsCollector(storePaths),
 
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -123,6 +132,7 @@ func (m *dcrMetrics) collectors() []prometheus.Collector {
 		m.registrations,
 		m.management,
 		m.rateLimit,
+		m.dropped,
 		m.clients,
 		m.commitSeconds,
 		m.commitChanges,
@@ -176,6 +186,11 @@ func (m *dcrMetrics) managementOp(op, outcome string) {
 // rateLimited counts one registration request refused by the rate limit.
 func (m *dcrMetrics) rateLimited() {
 	m.rateLimit.Inc()
+}
+
+// auditDropped counts one audit event dropped from a full buffer.
+func (m *dcrMetrics) auditDropped() {
+	m.dropped.Inc()
 }
 
 // observeCommit records one group commit to a store: the number of changes

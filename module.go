@@ -634,6 +634,7 @@ var (
 func (h *Handler) startBackground() {
 	h.goBackground(h.sweepTombstones)
 	h.goBackground(h.sweepAudit)
+	h.goBackground(h.flushAudit)
 	if h.ExpireUnused > 0 {
 		h.goBackground(h.expireUnused)
 	}

@@ -237,6 +237,7 @@ func (h *Handler) refused(r *http.Request, e *protoError) {
 		outcome = "failed"
 	}
 	metrics.registration(outcome, e.Code)
+	h.auditRequest(r, clientdb.OpCreate, "", e)
 	logProtoError(h.logger, "registration refused", "registration failed", r, e,
 		zap.String("operation", clientdb.OpCreate), zap.String("outcome", outcome))
 }

@@ -14,6 +14,7 @@ var auditBucket = []byte("audit")
 
 // Operations recorded in the audit trail.
 const (
+	OpRead         = "read"
 	OpCreate       = "create"
 	OpUpdate       = "update"
 	OpDelete       = "delete"
@@ -66,6 +67,20 @@ type Event struct {
 	// ClientIP is the address the request came from, if a request caused
 	// the change.
 	ClientIP string `json:"client_ip,omitempty"`
+
+	// Outcome is empty for a change that was made, "refused" for a
+	// request the server refused, and "failed" for one it could not
+	// serve. Refusals and reads change nothing; their events are
+	// appended in batches, within a second or so, so their Seq may
+	// follow that of changes made after them; Time tells.
+	Outcome string `json:"outcome,omitempty"`
+
+	// Error is the OAuth error code a refused request was answered
+	// with.
+	Error string `json:"error,omitempty"`
+
+	// Rule names the check that refused the request.
+	Rule string `json:"rule,omitempty"`
 }
 
 // AppendEvent records e with the next sequence number, which it sets, in
