@@ -73,20 +73,7 @@ func (h *Handler) auditRequest(r *http.Request, op, clientID string, e *protoErr
 // flushAudit appends buffered events every interval until ctx ends or the
 // handler is cleaned up, then once more.
 func (h *Handler) flushAudit(ctx context.Context) {
-	ticker := time.NewTicker(auditFlushInterval)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			h.writeAudit(context.Background())
-			return
-		case <-h.stop:
-			h.writeAudit(context.Background())
-			return
-		case <-ticker.C:
-			h.writeAudit(ctx)
-		}
-	}
+	h.flushEvery(ctx, auditFlushInterval, h.writeAudit)
 }
 
 // writeAudit appends the buffered events in one transaction.

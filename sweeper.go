@@ -53,31 +53,47 @@ func (h *Handler) periodically(ctx context.Context, interval time.Duration,
 }
 
 // sweepTombstones removes tombstones older than the TTL until ctx ends or
-// the handler is cleaned up. Its writes go through the same group commit
-// as registrations, in bounded batches, so requests never wait for a
-// whole sweep.
+// the handler is cleaned up.
 func (h *Handler) sweepTombstones(ctx context.Context) {
-	ttl := time.Duration(h.TombstoneTTL)
-	h.periodically(ctx, sweepInterval(ttl), func(ctx context.Context) {
-		cutoff := h.now().Add(-ttl)
-		if !h.due(func(tx *clientdb.Tx) bool { return tx.HasTombstonesBefore(cutoff) }) {
+	h.sweep(ctx, "tombstones", time.Duration(h.TombstoneTTL),
+		(*clientdb.Tx).HasTombstonesBefore, (*clientdb.Tx).SweepTombstones)
+}
+
+// sweepAudit removes audit events older than the retention until ctx ends
+// or the handler is cleaned up.
+func (h *Handler) sweepAudit(ctx context.Context) {
+	h.sweep(ctx, "audit events", time.Duration(h.AuditRetention),
+		(*clientdb.Tx).HasEventsBefore, (*clientdb.Tx).SweepEvents)
+}
+
+// sweep removes what is older than keep, every tenth of keep, until ctx
+// ends or the handler is cleaned up. It checks with a read first, so that
+// a sweep with nothing to do costs no commit, and then removes in bounded
+// batches through the same group commit as registrations, so requests
+// never wait for a whole sweep.
+func (h *Handler) sweep(ctx context.Context, what string, keep time.Duration,
+	has func(*clientdb.Tx, time.Time) bool,
+	remove func(*clientdb.Tx, time.Time, int) (int, error)) {
+	h.periodically(ctx, sweepInterval(keep), func(ctx context.Context) {
+		cutoff := h.now().Add(-keep)
+		if !h.due(func(tx *clientdb.Tx) bool { return has(tx, cutoff) }) {
 			return
 		}
 		for {
 			n := 0
 			err := h.store.Update(ctx, func(tx *clientdb.Tx) error {
 				var err error
-				n, err = tx.SweepTombstones(cutoff, sweepBatch)
+				n, err = remove(tx, cutoff, sweepBatch)
 				return err
 			})
 			if err != nil {
 				if ctx.Err() == nil {
-					h.logger.Error("sweeping tombstones", zap.Error(err))
+					h.logger.Error("sweeping "+what, zap.Error(err))
 				}
 				return
 			}
 			if n > 0 {
-				h.logger.Debug("tombstones swept", zap.Int("count", n))
+				h.logger.Debug(what+" swept", zap.Int("count", n))
 			}
 			if n < sweepBatch {
 				return
@@ -138,38 +154,6 @@ func (h *Handler) expireUnused(ctx context.Context) {
 				return
 			}
 			if after == "" {
-				return
-			}
-		}
-	})
-}
-
-// sweepAudit removes audit events older than the retention until ctx ends
-// or the handler is cleaned up, in bounded batches like sweepTombstones.
-func (h *Handler) sweepAudit(ctx context.Context) {
-	keep := time.Duration(h.AuditRetention)
-	h.periodically(ctx, sweepInterval(keep), func(ctx context.Context) {
-		cutoff := h.now().Add(-keep)
-		if !h.due(func(tx *clientdb.Tx) bool { return tx.HasEventsBefore(cutoff) }) {
-			return
-		}
-		for {
-			n := 0
-			err := h.store.Update(ctx, func(tx *clientdb.Tx) error {
-				var err error
-				n, err = tx.SweepEvents(cutoff, sweepBatch)
-				return err
-			})
-			if err != nil {
-				if ctx.Err() == nil {
-					h.logger.Error("sweeping audit events", zap.Error(err))
-				}
-				return
-			}
-			if n > 0 {
-				h.logger.Debug("audit events swept", zap.Int("count", n))
-			}
-			if n < sweepBatch {
 				return
 			}
 		}

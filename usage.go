@@ -57,18 +57,25 @@ func (u *usageTracker) take() map[string]int64 {
 // flushUsage writes recorded use every interval until ctx ends or the
 // handler is cleaned up, then once more.
 func (h *Handler) flushUsage(ctx context.Context) {
-	ticker := time.NewTicker(usageFlushInterval)
+	h.flushEvery(ctx, usageFlushInterval, h.writeUsage)
+}
+
+// flushEvery calls write every interval until ctx ends or the handler is
+// cleaned up, then once more, so that nothing waiting is left behind.
+func (h *Handler) flushEvery(ctx context.Context, interval time.Duration,
+	write func(context.Context)) {
+	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			h.writeUsage(context.Background())
+			write(context.Background())
 			return
 		case <-h.stop:
-			h.writeUsage(context.Background())
+			write(context.Background())
 			return
 		case <-ticker.C:
-			h.writeUsage(ctx)
+			write(ctx)
 		}
 	}
 }

@@ -241,27 +241,13 @@ func (t *Tx) CreateInitialToken(spec InitialTokenSpec, now time.Time) (
 // fails later in the same [Writer.Update] gives it back.
 func (t *Tx) UseInitialToken(token string, now time.Time) (
 	*InitialToken, error) {
-	tokens, hashes, err := t.writableTokenBuckets()
+	tokens, _, err := t.writableTokenBuckets()
 	if err != nil {
 		return nil, err
 	}
-
-	// The lookup is by hash, so its timing tells nothing about the
-	// token; the comparison that decides is in constant time.
-	id := hashes.Get([]byte(HashSecret(token)))
-	if id == nil {
-		return nil, ErrTokenInvalid
-	}
-	info, err := t.InitialToken(string(id))
-	if errors.Is(err, ErrTokenNotFound) {
-		// An index entry without a record cannot be honoured.
-		return nil, ErrTokenInvalid
-	}
+	info, err := t.CheckInitialToken(token, now)
 	if err != nil {
 		return nil, err
-	}
-	if !VerifySecret(info.Hash, token) || info.State(now) != TokenActive {
-		return nil, ErrTokenInvalid
 	}
 
 	info.Uses++
@@ -430,12 +416,15 @@ func (t *Tx) CheckInitialToken(token string, now time.Time) (*InitialToken, erro
 	if hashes == nil {
 		return nil, ErrTokenInvalid
 	}
+	// The lookup is by hash, so its timing tells nothing about the
+	// token; the comparison that decides is in constant time.
 	id := hashes.Get([]byte(HashSecret(token)))
 	if id == nil {
 		return nil, ErrTokenInvalid
 	}
 	info, err := t.InitialToken(string(id))
 	if errors.Is(err, ErrTokenNotFound) {
+		// An index entry without a record cannot be honoured.
 		return nil, ErrTokenInvalid
 	}
 	if err != nil {
