@@ -104,7 +104,7 @@ type idOp func(w http.ResponseWriter, r *http.Request, s *adminStore, id string)
 
 // adminStore is the store an admin request acts on.
 type adminStore struct {
-	*boltStore
+	*sharedStore
 	path string
 }
 
@@ -196,7 +196,7 @@ func selectStore(param string) (*adminStore, error) {
 		return nil, apiError(http.StatusNotFound,
 			"no dcr handler uses the client store %s any more", path)
 	}
-	return &adminStore{boltStore: s, path: path}, nil
+	return &adminStore{sharedStore: s, path: path}, nil
 }
 
 // pickStore chooses among the absolute paths of the stores in use: the one
@@ -227,7 +227,7 @@ func pickStore(param string, inUse []string) (string, error) {
 
 // update commits fn to the store, waiting as long as a request of the
 // handler would.
-func (a *AdminAPI) update(r *http.Request, s *adminStore, fn func(*clientdb.Tx) error) error {
+func (a *AdminAPI) update(r *http.Request, s *adminStore, fn func(clientdb.Tx) error) error {
 	ctx, cancel := writeContext(r)
 	defer cancel()
 	return s.Update(ctx, fn)

@@ -149,7 +149,7 @@ func (a *AdminAPI) listClients(w http.ResponseWriter, r *http.Request, s *adminS
 	}
 
 	var list clientList
-	err = s.View(func(tx *clientdb.Tx) error {
+	err = s.View(func(tx clientdb.Tx) error {
 		list = clientList{Clients: []*adminClient{}}
 		scanned := 0
 		return tx.Clients(f.after, func(c *clientdb.Client) (bool, error) {
@@ -183,7 +183,7 @@ func (a *AdminAPI) showClient(w http.ResponseWriter, r *http.Request,
 		return clientMissing(id, clientdb.ErrNotFound)
 	}
 	var c *clientdb.Client
-	err := s.View(func(tx *clientdb.Tx) error {
+	err := s.View(func(tx clientdb.Tx) error {
 		var err error
 		c, err = tx.Client(id)
 		return err
@@ -203,7 +203,7 @@ func (a *AdminAPI) deleteClient(w http.ResponseWriter, r *http.Request,
 	}
 	now := a.now()
 	var ts *clientdb.Tombstone
-	err := a.update(r, s, func(tx *clientdb.Tx) error {
+	err := a.update(r, s, func(tx clientdb.Tx) error {
 		if err := tx.Delete(id, clientdb.ReasonDeleted, now); err != nil {
 			return err
 		}
@@ -248,7 +248,7 @@ func (a *AdminAPI) setDisabled(w http.ResponseWriter, r *http.Request,
 	now := a.now()
 	var c *clientdb.Client
 	var changed bool
-	err := a.update(r, s, func(tx *clientdb.Tx) error {
+	err := a.update(r, s, func(tx clientdb.Tx) error {
 		cur, err := tx.Client(id)
 		if err != nil {
 			return err
@@ -296,7 +296,7 @@ func (a *AdminAPI) rotateSecret(w http.ResponseWriter, r *http.Request,
 	now := a.now()
 	secret := randomString(secretBytes)
 	var c *clientdb.Client
-	err := a.update(r, s, func(tx *clientdb.Tx) error {
+	err := a.update(r, s, func(tx clientdb.Tx) error {
 		cur, err := tx.Client(id)
 		if err != nil {
 			return err

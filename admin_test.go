@@ -158,7 +158,7 @@ func (f *adFixture) operatorEvents(t *testing.T, times ...int64) []string {
 // seed stores clients as they are given.
 func (f *adFixture) seed(t *testing.T, clients ...*clientdb.Client) {
 	t.Helper()
-	err := f.h.store.Update(t.Context(), func(tx *clientdb.Tx) error {
+	err := f.h.store.Update(t.Context(), func(tx clientdb.Tx) error {
 		for _, c := range clients {
 			if err := tx.Create(c); err != nil {
 				return err

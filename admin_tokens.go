@@ -57,7 +57,7 @@ type tokenList struct {
 // were created.
 func (a *AdminAPI) listTokens(w http.ResponseWriter, r *http.Request, s *adminStore) error {
 	var all []*clientdb.InitialToken
-	err := s.View(func(tx *clientdb.Tx) error {
+	err := s.View(func(tx clientdb.Tx) error {
 		var err error
 		all, err = tx.InitialTokens()
 		return err
@@ -101,7 +101,7 @@ func (a *AdminAPI) createToken(w http.ResponseWriter, r *http.Request, s *adminS
 
 	var token string
 	var info *clientdb.InitialToken
-	err = a.update(r, s, func(tx *clientdb.Tx) error {
+	err = a.update(r, s, func(tx clientdb.Tx) error {
 		var err error
 		token, info, err = tx.CreateInitialToken(*spec, now)
 		if err != nil {
@@ -208,7 +208,7 @@ func (a *AdminAPI) revokeToken(w http.ResponseWriter, r *http.Request,
 	now := a.now()
 	var info *clientdb.InitialToken
 	var changed bool
-	err := a.update(r, s, func(tx *clientdb.Tx) error {
+	err := a.update(r, s, func(tx clientdb.Tx) error {
 		cur, err := tx.InitialToken(id)
 		if err != nil {
 			return err

@@ -84,7 +84,7 @@ func (h *Handler) writeAudit(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, storeWait)
 	defer cancel()
-	err := h.store.Update(ctx, func(tx *clientdb.Tx) error {
+	err := h.store.Update(ctx, func(tx clientdb.Tx) error {
 		for _, e := range events {
 			if err := tx.AppendEvent(e); err != nil {
 				return err

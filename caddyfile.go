@@ -100,7 +100,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "endpoint":
 			h.Endpoint, err = oneArg(d)
 		case "store":
-			h.Store, err = oneArg(d)
+			err = h.parseStore(d)
 		case "grant_types":
 			h.GrantTypes, err = someArgs(d)
 		case "auth_methods":

@@ -96,7 +96,7 @@ func TestStoreCacheSeesCommits(t *testing.T) {
 	if c, err := s.Client("a"); err != nil || c.ID != "a" {
 		t.Fatalf("after create: %v, %v", c, err)
 	}
-	err = s.Update(ctx, func(tx *clientdb.Tx) error {
+	err = s.Update(ctx, func(tx clientdb.Tx) error {
 		return tx.Delete("a", clientdb.ReasonDeleted, time.Now())
 	})
 	if err != nil {

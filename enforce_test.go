@@ -77,7 +77,7 @@ func enHandler(t *testing.T, change func(*Enforce)) (
 		h.Enforce.provision()
 		h.identity = h.Enforce
 	})
-	err := h.store.Update(context.Background(), func(tx *clientdb.Tx) error {
+	err := h.store.Update(context.Background(), func(tx clientdb.Tx) error {
 		for _, c := range enClients() {
 			if err := tx.Create(c); err != nil {
 				return err

@@ -2,8 +2,10 @@ package dcr
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 
+	"github.com/caddy-dcr/caddy-dcr/clientdb"
 	"go.uber.org/zap"
 )
 
@@ -95,7 +97,13 @@ func logProtoError(logger *zap.Logger, msg, failMsg string, r *http.Request,
 	if e.Cause != nil {
 		fields = append(fields, zap.NamedError("cause", e.Cause))
 	}
-	if e.Status >= 500 {
+	switch {
+	case errors.Is(e.Cause, clientdb.ErrUnavailable):
+		// The store logs an outage once, when it begins; a line per
+		// request would bury it.
+		logger.Debug(failMsg, fields...)
+		return
+	case e.Status >= 500:
 		logger.Error(failMsg, fields...)
 		return
 	}

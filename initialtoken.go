@@ -82,7 +82,7 @@ func (h *Handler) admitRegistration(r *http.Request) (*admission, *protoError) {
 	}
 
 	var tok *clientdb.InitialToken
-	err := h.store.View(func(tx *clientdb.Tx) error {
+	err := h.store.View(func(tx clientdb.Tx) error {
 		var err error
 		tok, err = tx.CheckInitialToken(presented, h.now())
 		return err

@@ -308,7 +308,7 @@ func TestStoreReloadUnderLoad(t *testing.T) {
 	}
 	var total int
 	for _, db := range []string{dbA, dbB} {
-		err := readers[db].View(func(tx *clientdb.Tx) error {
+		err := readers[db].View(func(tx clientdb.Tx) error {
 			return tx.ForEach(func(c *clientdb.Client) error {
 				total++
 				if r, ok := failedNames[c.Metadata.ClientName]; ok {
@@ -1123,7 +1123,7 @@ func storeHolds(r *clientdb.Reader, id, secret string) (bool, error) {
 func storeCount(t *testing.T, r *clientdb.Reader) int {
 	t.Helper()
 	var n int
-	err := r.View(func(tx *clientdb.Tx) error {
+	err := r.View(func(tx clientdb.Tx) error {
 		n = tx.Count()
 		return nil
 	})
@@ -1279,7 +1279,7 @@ func TestStoreValidateLeavesNoTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := &clientdb.Client{ID: "old-client", IssuedAt: 1}
-	err = w.Update(context.Background(), func(tx *clientdb.Tx) error {
+	err = w.Update(context.Background(), func(tx clientdb.Tx) error {
 		return tx.Create(old)
 	})
 	if err != nil {

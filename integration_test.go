@@ -243,7 +243,7 @@ func (s *itServer) count(t *testing.T) int {
 	}
 	defer r.Close()
 	var n int
-	err = r.View(func(tx *clientdb.Tx) error {
+	err = r.View(func(tx clientdb.Tx) error {
 		n = tx.Count()
 		return nil
 	})

@@ -71,7 +71,7 @@ func itIATRevoke(t *testing.T, s *itServer, id string) {
 func itIATStored(t *testing.T, s *itServer, id string) *clientdb.InitialToken {
 	t.Helper()
 	var info *clientdb.InitialToken
-	err := s.reader(t).View(func(tx *clientdb.Tx) error {
+	err := s.reader(t).View(func(tx clientdb.Tx) error {
 		var err error
 		info, err = tx.InitialToken(id)
 		return err
@@ -95,7 +95,7 @@ func itIATUses(t *testing.T, s *itServer, id string, want int) {
 func itIATClients(t *testing.T, s *itServer, id string) []string {
 	t.Helper()
 	var ids []string
-	err := s.reader(t).View(func(tx *clientdb.Tx) error {
+	err := s.reader(t).View(func(tx clientdb.Tx) error {
 		return tx.ForEach(func(c *clientdb.Client) error {
 			if c.InitialTokenID == id {
 				ids = append(ids, c.ID)

@@ -148,7 +148,7 @@ func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string
 	var issuedSecret string
 	ctx, cancel := writeContext(r)
 	defer cancel()
-	err = h.store.Update(ctx, func(tx *clientdb.Tx) error {
+	err = h.store.Update(ctx, func(tx clientdb.Tx) error {
 		cur, err := currentClient(tx, id, token)
 		if err != nil {
 			return err
@@ -287,7 +287,7 @@ func (h *Handler) readUpdate(w http.ResponseWriter, r *http.Request,
 // currentClient returns client id as a write transaction sees it, if
 // token still opens it: a concurrent update may have rotated the token,
 // or a delete removed the client, since authenticate read it.
-func currentClient(tx *clientdb.Tx, id, token string) (*clientdb.Client, error) {
+func currentClient(tx clientdb.Tx, id, token string) (*clientdb.Client, error) {
 	cur, err := tx.Client(id)
 	if errors.Is(err, clientdb.ErrNotFound) || errors.Is(err, clientdb.ErrDeleted) {
 		return nil, errInvalidToken
@@ -320,7 +320,7 @@ func (h *Handler) deleteClient(w http.ResponseWriter, r *http.Request, id string
 	now := h.now()
 	ctx, cancel := writeContext(r)
 	defer cancel()
-	err = h.store.Update(ctx, func(tx *clientdb.Tx) error {
+	err = h.store.Update(ctx, func(tx clientdb.Tx) error {
 		if _, err := currentClient(tx, id, token); err != nil {
 			return err
 		}

@@ -652,7 +652,7 @@ func TestManageSwitchAuthMethod(t *testing.T) {
 func mgBreakStore(t *testing.T, h *Handler) {
 	t.Helper()
 	junk := bytes.Repeat([]byte{0xab}, 1<<14)
-	if err := os.WriteFile(h.store.writer.Path(), junk, 0o644); err != nil {
+	if err := os.WriteFile(h.store.db.(*clientdb.Writer).Path(), junk, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

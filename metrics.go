@@ -265,7 +265,7 @@ func countClients(path string) (int, error) {
 		return 0, fmt.Errorf("store %s is no longer in use", path)
 	}
 	var n int
-	err := s.View(func(tx *clientdb.Tx) error {
+	err := s.View(func(tx clientdb.Tx) error {
 		n = tx.Count()
 		return nil
 	})

@@ -478,7 +478,7 @@ func TestMetricsClientsGauge(t *testing.T) {
 	}
 
 	// A deleted client is no longer live.
-	err = a.Update(ctx, func(tx *clientdb.Tx) error {
+	err = a.Update(ctx, func(tx clientdb.Tx) error {
 		return tx.Delete("client-a-0", clientdb.ReasonDeleted, time.Now())
 	})
 	if err != nil {

@@ -7,6 +7,7 @@ package dcr
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -58,6 +59,11 @@ type Handler struct {
 	// Placeholders such as {env.VAR} are expanded. Default:
 	// "dcr/clients.db" under Caddy's data directory.
 	Store string `json:"store,omitempty"`
+
+	// Postgres, when set, keeps clients in a PostgreSQL database instead
+	// of a bbolt file, so that several Caddy instances share them. It
+	// excludes Store. Default: unset (bbolt).
+	Postgres *PostgresStore `json:"postgres,omitempty"`
 
 	// GrantTypes are the grant types clients may register. Default:
 	// authorization_code and refresh_token. implicit, password,
@@ -234,7 +240,7 @@ type Handler struct {
 	assertions    *assertionChecker
 	sectors       *sectorCache
 	cors          *corsPolicy
-	store         *boltStore
+	store         *sharedStore
 	storeKey      string
 	released      bool
 	stop          chan struct{}
@@ -313,10 +319,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 	h.BaseURL = strings.TrimSuffix(h.BaseURL, "/")
-	if h.Store == "" {
+	if h.Store == "" && h.Postgres == nil {
 		h.Store = filepath.Join(caddy.AppDataDir(), "dcr", "clients.db")
 	}
 	h.Store = caddy.NewReplacer().ReplaceKnown(h.Store, "")
+	if h.Postgres != nil {
+		if h.Store != "" {
+			return errors.New("store: give a bbolt path or postgres, not both")
+		}
+		if err := h.Postgres.validate(); err != nil {
+			return err
+		}
+	}
 
 	h.policy = &policy{
 		grantTypes:      h.GrantTypes,
@@ -379,9 +393,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// Nothing may fail after the store is acquired: Cleanup after a
 	// failed Provision releases it, but keeping the order simple keeps
 	// that path simple too.
-	store, key, err := acquireStore(h.Store)
+	store, key, err := h.acquireStore()
 	if err != nil {
-		return fmt.Errorf("opening client store %s: %w", h.Store, err)
+		return err
 	}
 	h.store, h.storeKey = store, key
 	h.usage = &store.usage
@@ -519,6 +533,23 @@ func (h *Handler) Validate() error {
 		}
 	}
 	return nil
+}
+
+// acquireStore takes a use of the configured store.
+func (h *Handler) acquireStore() (*sharedStore, string, error) {
+	if h.Postgres != nil {
+		s, key, err := acquirePostgres(h.Postgres, h.logger)
+		if err != nil {
+			return nil, "", fmt.Errorf("opening client store: %w", err)
+		}
+		return s, key, nil
+	}
+	s, key, err := acquireStore(h.Store)
+	if err != nil {
+		return nil, "", fmt.Errorf("opening client store %s: %w", h.Store, err)
+	}
+	s.logger.Store(h.logger)
+	return s, key, nil
 }
 
 // Cleanup releases the shared store. It is safe to call more than once and

@@ -137,7 +137,7 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
 
 	ctx, cancel := writeContext(r)
 	defer cancel()
-	err := h.store.Update(ctx, func(tx *clientdb.Tx) error {
+	err := h.store.Update(ctx, func(tx clientdb.Tx) error {
 		// The use is counted in the same transaction as the client, so
 		// a token's last use admits one registration only.
 		if adm.issued != "" {

@@ -2,6 +2,7 @@ package dcr
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"go.uber.org/zap"
@@ -56,14 +57,14 @@ func (h *Handler) periodically(ctx context.Context, interval time.Duration,
 // the handler is cleaned up.
 func (h *Handler) sweepTombstones(ctx context.Context) {
 	h.sweep(ctx, "tombstones", time.Duration(h.TombstoneTTL),
-		(*clientdb.Tx).HasTombstonesBefore, (*clientdb.Tx).SweepTombstones)
+		(clientdb.Tx).HasTombstonesBefore, (clientdb.Tx).SweepTombstones)
 }
 
 // sweepAudit removes audit events older than the retention until ctx ends
 // or the handler is cleaned up.
 func (h *Handler) sweepAudit(ctx context.Context) {
 	h.sweep(ctx, "audit events", time.Duration(h.AuditRetention),
-		(*clientdb.Tx).HasEventsBefore, (*clientdb.Tx).SweepEvents)
+		(clientdb.Tx).HasEventsBefore, (clientdb.Tx).SweepEvents)
 }
 
 // sweep removes what is older than keep, every tenth of keep, until ctx
@@ -72,16 +73,16 @@ func (h *Handler) sweepAudit(ctx context.Context) {
 // batches through the same group commit as registrations, so requests
 // never wait for a whole sweep.
 func (h *Handler) sweep(ctx context.Context, what string, keep time.Duration,
-	has func(*clientdb.Tx, time.Time) bool,
-	remove func(*clientdb.Tx, time.Time, int) (int, error)) {
-	h.periodically(ctx, sweepInterval(keep), func(ctx context.Context) {
+	has func(clientdb.Tx, time.Time) bool,
+	remove func(clientdb.Tx, time.Time, int) (int, error)) {
+	h.periodically(ctx, sweepInterval(keep), h.lead("sweep "+what, func(ctx context.Context) {
 		cutoff := h.now().Add(-keep)
-		if !h.due(func(tx *clientdb.Tx) bool { return has(tx, cutoff) }) {
+		if !h.due(func(tx clientdb.Tx) bool { return has(tx, cutoff) }) {
 			return
 		}
 		for {
 			n := 0
-			err := h.store.Update(ctx, func(tx *clientdb.Tx) error {
+			err := h.store.Update(ctx, func(tx clientdb.Tx) error {
 				var err error
 				n, err = remove(tx, cutoff, sweepBatch)
 				return err
@@ -99,7 +100,7 @@ func (h *Handler) sweep(ctx context.Context, what string, keep time.Duration,
 				return
 			}
 		}
-	})
+	}))
 }
 
 // expireUnused deletes clients unused for ExpireUnused, leaving tombstones,
@@ -110,63 +111,86 @@ func (h *Handler) expireUnused(ctx context.Context) {
 	h.periodically(ctx, sweepInterval(idle), func(ctx context.Context) {
 		// Use seen but not yet written counts: write it first.
 		h.writeUsage(ctx)
+		h.lead("expire unused clients", func(ctx context.Context) {
+			h.expireBatches(ctx, idle)
+		})(ctx)
+	})
+}
 
-		now := h.now()
-		cutoff := now.Add(-idle)
-		after := ""
-		for {
-			var ids []string
-			err := h.store.View(func(tx *clientdb.Tx) error {
-				var err error
-				ids, after, err = tx.Unused(cutoff, after, expireBatch)
-				return err
+// expireBatches is one pass of expireUnused over the whole store.
+func (h *Handler) expireBatches(ctx context.Context, idle time.Duration) {
+	now := h.now()
+	cutoff := now.Add(-idle)
+	after := ""
+	for {
+		var ids []string
+		err := h.store.View(func(tx clientdb.Tx) error {
+			var err error
+			ids, after, err = tx.Unused(cutoff, after, expireBatch)
+			return err
+		})
+		if err == nil && len(ids) > 0 {
+			var expired []string
+			err = h.store.Update(ctx, func(tx clientdb.Tx) error {
+				// One at a time, to know which were still unused.
+				expired = expired[:0]
+				for _, id := range ids {
+					n, err := tx.ExpireUnused([]string{id}, cutoff, now)
+					if err != nil {
+						return err
+					}
+					if n == 1 {
+						expired = append(expired, id)
+					}
+				}
+				return nil
 			})
-			if err == nil && len(ids) > 0 {
-				var expired []string
-				err = h.store.Update(ctx, func(tx *clientdb.Tx) error {
-					// One at a time, to know which were still unused.
-					expired = expired[:0]
-					for _, id := range ids {
-						n, err := tx.ExpireUnused([]string{id}, cutoff, now)
-						if err != nil {
-							return err
-						}
-						if n == 1 {
-							expired = append(expired, id)
-						}
-					}
-					return nil
-				})
-				if err == nil {
-					for _, id := range expired {
-						h.logger.Info("client expired",
-							zap.String("operation", clientdb.OpExpire),
-							zap.String("outcome", "ok"),
-							zap.String("client_id", id),
-							zap.Duration("unused_for", idle))
-					}
+			if err == nil {
+				for _, id := range expired {
+					h.logger.Info("client expired",
+						zap.String("operation", clientdb.OpExpire),
+						zap.String("outcome", "ok"),
+						zap.String("client_id", id),
+						zap.Duration("unused_for", idle))
 				}
-			}
-			if err != nil {
-				if ctx.Err() == nil {
-					h.logger.Error("expiring unused clients", zap.Error(err))
-				}
-				return
-			}
-			if after == "" {
-				return
 			}
 		}
-	})
+		if err != nil {
+			if ctx.Err() == nil {
+				h.logger.Error("expiring unused clients", zap.Error(err))
+			}
+			return
+		}
+		if after == "" {
+			return
+		}
+	}
 }
 
 // due reports whether a sweep has work, reading without writing: a sweep
 // that finds nothing to remove then costs no commit.
-func (h *Handler) due(check func(*clientdb.Tx) bool) bool {
+func (h *Handler) due(check func(clientdb.Tx) bool) bool {
 	found := false
-	err := h.store.View(func(tx *clientdb.Tx) error {
+	err := h.store.View(func(tx clientdb.Tx) error {
 		found = check(tx)
 		return nil
 	})
 	return err == nil && found
+}
+
+// lead wraps one pass of background work that the whole fleet sharing the
+// store needs done once, not by every instance: the pass runs only when no
+// other process is running the same job (see clientdb.Store.Lead). Others
+// skip it; whoever holds the lock next time does it.
+func (h *Handler) lead(job string, fn func(context.Context)) func(context.Context) {
+	return func(ctx context.Context) {
+		_, err := h.store.Lead(ctx, job, func(ctx context.Context) error {
+			fn(ctx)
+			return nil
+		})
+		if err != nil && ctx.Err() == nil && !errors.Is(err, clientdb.ErrUnavailable) {
+			h.logger.Error("taking the lock of background work",
+				zap.String("job", job), zap.Error(err))
+		}
+	}
 }

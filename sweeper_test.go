@@ -47,7 +47,7 @@ func TestSweepInterval(t *testing.T) {
 func swTombstones(t *testing.T, h *Handler, prefix string, deleted []time.Time) []string {
 	t.Helper()
 	ids := make([]string, len(deleted))
-	err := h.store.Update(context.Background(), func(tx *clientdb.Tx) error {
+	err := h.store.Update(context.Background(), func(tx clientdb.Tx) error {
 		for i, at := range deleted {
 			ids[i] = fmt.Sprintf("%s-%04d", prefix, i)
 			c := &clientdb.Client{ID: ids[i], IssuedAt: mgEpoch.Unix() - 60}
@@ -70,7 +70,7 @@ func swTombstones(t *testing.T, h *Handler, prefix string, deleted []time.Time) 
 func swGone(t *testing.T, h *Handler, ids []string) int {
 	t.Helper()
 	n := 0
-	err := h.store.writer.View(func(tx *clientdb.Tx) error {
+	err := h.store.db.View(func(tx clientdb.Tx) error {
 		for _, id := range ids {
 			_, err := tx.Tombstone(id)
 			switch {
@@ -441,7 +441,7 @@ func TestPeriodically(t *testing.T) {
 // mgEpoch; a used offset of 0 means never used.
 func swClients(t *testing.T, h *Handler, clients map[string][2]time.Duration) {
 	t.Helper()
-	err := h.store.Update(context.Background(), func(tx *clientdb.Tx) error {
+	err := h.store.Update(context.Background(), func(tx clientdb.Tx) error {
 		for id, at := range clients {
 			c := &clientdb.Client{ID: id, IssuedAt: mgEpoch.Add(at[0]).Unix()}
 			if at[1] != 0 {
@@ -463,7 +463,7 @@ func swClients(t *testing.T, h *Handler, clients map[string][2]time.Duration) {
 func swExpired(t *testing.T, h *Handler, id string) (*clientdb.Tombstone, bool) {
 	t.Helper()
 	var ts *clientdb.Tombstone
-	err := h.store.View(func(tx *clientdb.Tx) error {
+	err := h.store.View(func(tx clientdb.Tx) error {
 		var err error
 		ts, err = tx.Tombstone(id)
 		return err
@@ -557,7 +557,7 @@ func TestExpireUnusedBacklog(t *testing.T) {
 	t.Cleanup(func() { close(release) }) // runs before swRun's
 	swUntil(t, "backlog expired in one run", func() bool {
 		n := 0
-		err := h.store.View(func(tx *clientdb.Tx) error {
+		err := h.store.View(func(tx clientdb.Tx) error {
 			n = tx.Count()
 			return nil
 		})

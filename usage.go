@@ -89,7 +89,7 @@ func (h *Handler) writeUsage(ctx context.Context) {
 	if len(pending) == 0 {
 		return
 	}
-	err := h.store.Update(ctx, func(tx *clientdb.Tx) error {
+	err := h.store.Update(ctx, func(tx clientdb.Tx) error {
 		for id, at := range pending {
 			c, err := tx.Client(id)
 			if errors.Is(err, clientdb.ErrNotFound) || errors.Is(err, clientdb.ErrDeleted) {

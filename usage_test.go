@@ -83,7 +83,7 @@ func TestWriteUsage(t *testing.T) {
 		{ID: "same", IssuedAt: t0 - 600, LastUsedAt: t1},
 		{ID: "gone", IssuedAt: t0 - 600},
 	}
-	err := h.store.Update(context.Background(), func(tx *clientdb.Tx) error {
+	err := h.store.Update(context.Background(), func(tx clientdb.Tx) error {
 		for _, c := range stored {
 			if err := tx.Create(c); err != nil {
 				return err

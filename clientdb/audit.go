@@ -83,10 +83,8 @@ type Event struct {
 	Rule string `json:"rule,omitempty"`
 }
 
-// AppendEvent records e with the next sequence number, which it sets, in
-// the transaction of the change it describes, so that the event is durable
-// exactly when the change is. It fails on a read-only transaction.
-func (t *Tx) AppendEvent(e *Event) error {
+// AppendEvent implements [Tx.AppendEvent].
+func (t *boltTx) AppendEvent(e *Event) error {
 	if t.tx == nil || !t.tx.Writable() {
 		return errReadOnly
 	}
@@ -110,10 +108,8 @@ func (t *Tx) AppendEvent(e *Event) error {
 	return nil
 }
 
-// EventsSince returns up to limit events with a sequence number above
-// after, in order. Pass the Seq of the last event seen to follow the trail;
-// 0 starts at the oldest event kept.
-func (t *Tx) EventsSince(after uint64, limit int) ([]Event, error) {
+// EventsSince implements [Tx.EventsSince].
+func (t *boltTx) EventsSince(after uint64, limit int) ([]Event, error) {
 	if t.tx == nil {
 		return nil, nil
 	}
@@ -134,9 +130,8 @@ func (t *Tx) EventsSince(after uint64, limit int) ([]Event, error) {
 	return events, nil
 }
 
-// SweepEvents removes up to limit of the oldest events made before cutoff
-// and returns how many it removed.
-func (t *Tx) SweepEvents(cutoff time.Time, limit int) (int, error) {
+// SweepEvents implements [Tx.SweepEvents].
+func (t *boltTx) SweepEvents(cutoff time.Time, limit int) (int, error) {
 	if t.tx == nil || !t.tx.Writable() {
 		return 0, errReadOnly
 	}
@@ -167,9 +162,8 @@ func (t *Tx) SweepEvents(cutoff time.Time, limit int) (int, error) {
 	return len(keys), nil
 }
 
-// HasEventsBefore reports whether any audit event was made before cutoff,
-// so that a sweeper can skip a write when there is nothing to do.
-func (t *Tx) HasEventsBefore(cutoff time.Time) bool {
+// HasEventsBefore implements [Tx.HasEventsBefore].
+func (t *boltTx) HasEventsBefore(cutoff time.Time) bool {
 	events, err := t.EventsSince(0, 1)
 	return err == nil && len(events) == 1 && events[0].Time < cutoff.Unix()
 }
@@ -178,7 +172,7 @@ func (t *Tx) HasEventsBefore(cutoff time.Time) bool {
 // above after, in order (see [Tx.EventsSince]).
 func (r *Reader) EventsSince(after uint64, limit int) ([]Event, error) {
 	var events []Event
-	err := r.View(func(tx *Tx) error {
+	err := r.View(func(tx Tx) error {
 		var err error
 		events, err = tx.EventsSince(after, limit)
 		return err

@@ -39,7 +39,7 @@ func BenchmarkWriterUpdate(b *testing.B) {
 	for b.Loop() {
 		c := testClient(fmt.Sprintf("c%08d", i))
 		i++
-		err := w.Update(ctx, func(tx *Tx) error { return tx.Create(c) })
+		err := w.Update(ctx, func(tx Tx) error { return tx.Create(c) })
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -54,17 +54,17 @@ func BenchmarkWriterUpdateParallel(b *testing.B) {
 	ctx := context.Background()
 	var next atomic.Int64
 
-	// Each transaction has its own *Tx; holding them in the map keeps
+	// Each transaction has its own Tx; holding them in the map keeps
 	// their addresses from being reused, so the map counts commits.
 	var mu sync.Mutex
-	txs := make(map[*Tx]bool)
+	txs := make(map[Tx]bool)
 
 	b.SetParallelism(16)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			c := testClient(fmt.Sprintf("c%08d", next.Add(1)))
-			err := w.Update(ctx, func(tx *Tx) error {
+			err := w.Update(ctx, func(tx Tx) error {
 				mu.Lock()
 				txs[tx] = true
 				mu.Unlock()

@@ -2,24 +2,19 @@ package clientdb
 
 import "time"
 
-// Disable marks a live client disabled from now, keeping an earlier
-// disable time, and returns it. It returns [ErrNotFound] or [ErrDeleted]
-// when there is no live client with that ID.
-func (t *Tx) Disable(id string, now time.Time) (*Client, error) {
-	return t.setDisabled(id, now.Unix())
+// Disable implements [Tx.Disable].
+func (t *boltTx) Disable(id string, now time.Time) (*Client, error) {
+	return setDisabled(t, id, now.Unix())
 }
 
-// Enable clears a client's disabled mark and returns it. It returns
-// [ErrNotFound] or [ErrDeleted] when there is no live client with that ID.
-func (t *Tx) Enable(id string) (*Client, error) {
-	return t.setDisabled(id, 0)
+// Enable implements [Tx.Enable].
+func (t *boltTx) Enable(id string) (*Client, error) {
+	return setDisabled(t, id, 0)
 }
 
-func (t *Tx) setDisabled(id string, at int64) (*Client, error) {
-	b := t.clients()
-	if b == nil || !t.tx.Writable() {
-		return nil, errReadOnly
-	}
+// setDisabled sets a live client's disabled time, keeping an earlier one
+// when disabling, and stores it.
+func setDisabled(t Tx, id string, at int64) (*Client, error) {
 	c, err := t.Client(id)
 	if err != nil {
 		return nil, err
@@ -28,5 +23,5 @@ func (t *Tx) setDisabled(id string, at int64) (*Client, error) {
 		return c, nil
 	}
 	c.DisabledAt = at
-	return c, t.put(b, c)
+	return c, t.Put(c)
 }

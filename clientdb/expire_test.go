@@ -25,7 +25,7 @@ func unused(t *testing.T, w *Writer, cutoff int64, after string, limit int) ([]s
 	t.Helper()
 	var ids []string
 	var last string
-	err := w.View(func(tx *Tx) error {
+	err := w.View(func(tx Tx) error {
 		var err error
 		ids, last, err = tx.Unused(time.Unix(cutoff, 0), after, limit)
 		return err
@@ -185,7 +185,7 @@ func TestExpireUnused(t *testing.T) {
 
 	now := time.Unix(exBase+3600, 0)
 	var n int
-	err := w.Update(context.Background(), func(tx *Tx) error {
+	err := w.Update(context.Background(), func(tx Tx) error {
 		var err error
 		n, err = tx.ExpireUnused(append(ids, "gone", "unknown", "active"),
 			time.Unix(exBase, 0), now)
@@ -236,7 +236,7 @@ func TestExpireUnused(t *testing.T) {
 func TestExpireUnusedReadOnly(t *testing.T) {
 	w, _ := newWriter(t)
 	store(t, w, exClient("idle", exBase-100, 0))
-	err := w.View(func(tx *Tx) error {
+	err := w.View(func(tx Tx) error {
 		n, err := tx.ExpireUnused([]string{"idle"}, time.Unix(exBase, 0), time.Unix(exBase, 0))
 		if n != 0 {
 			t.Errorf("ExpireUnused on a read transaction deleted %d", n)

@@ -166,7 +166,7 @@ func (s *InitialTokenSpec) validate(now time.Time) error {
 
 // tokenBuckets returns the buckets of initial access tokens and of their
 // hashes, or nil ones in a store written before they existed.
-func (t *Tx) tokenBuckets() (tokens, hashes *bolt.Bucket) {
+func (t *boltTx) tokenBuckets() (tokens, hashes *bolt.Bucket) {
 	if t.tx == nil {
 		return nil, nil
 	}
@@ -174,7 +174,7 @@ func (t *Tx) tokenBuckets() (tokens, hashes *bolt.Bucket) {
 }
 
 // writableTokenBuckets is tokenBuckets for the writing methods.
-func (t *Tx) writableTokenBuckets() (tokens, hashes *bolt.Bucket, err error) {
+func (t *boltTx) writableTokenBuckets() (tokens, hashes *bolt.Bucket, err error) {
 	tokens, hashes = t.tokenBuckets()
 	if tokens == nil || hashes == nil || !t.tx.Writable() {
 		return nil, nil, errTokenReadOnly
@@ -182,16 +182,8 @@ func (t *Tx) writableTokenBuckets() (tokens, hashes *bolt.Bucket, err error) {
 	return tokens, hashes, nil
 }
 
-// CreateInitialToken issues an initial access token as spec describes,
-// created at now, and returns the token with what is stored about it. The
-// token is [InitialTokenPrefix] followed by 32 bytes from crypto/rand in
-// unpadded base64url; only its hash is stored, so the caller must hand it
-// on now or never.
-//
-// It refuses a negative MaxUses, a Label longer than
-// [MaxInitialTokenLabel] bytes or not UTF-8, and an ExpiresAt not at least
-// a second after now. It fails on a read-only transaction.
-func (t *Tx) CreateInitialToken(spec InitialTokenSpec, now time.Time) (
+// CreateInitialToken implements [Tx.CreateInitialToken].
+func (t *boltTx) CreateInitialToken(spec InitialTokenSpec, now time.Time) (
 	token string, info *InitialToken, err error) {
 	tokens, hashes, err := t.writableTokenBuckets()
 	if err != nil {
@@ -201,18 +193,7 @@ func (t *Tx) CreateInitialToken(spec InitialTokenSpec, now time.Time) (
 		return "", nil, err
 	}
 
-	token = InitialTokenPrefix + randomString(tokenRandomBytes)
-	info = &InitialToken{
-		ID:        randomString(tokenIDBytes),
-		Hash:      HashSecret(token),
-		Label:     spec.Label,
-		CreatedAt: now.Unix(),
-		MaxUses:   spec.MaxUses,
-		Policy:    spec.Policy,
-	}
-	if !spec.ExpiresAt.IsZero() {
-		info.ExpiresAt = spec.ExpiresAt.Unix()
-	}
+	token, info = newInitialToken(spec, now)
 
 	// The random values make a clash all but impossible; checking costs
 	// two lookups and rules out silently replacing another token.
@@ -231,15 +212,26 @@ func (t *Tx) CreateInitialToken(spec InitialTokenSpec, now time.Time) (
 	return token, info, nil
 }
 
-// UseInitialToken spends one use of the initial access token presented
-// with a registration at now, and returns the token's record with the use
-// counted. It returns [ErrTokenInvalid] for a token that is unknown,
-// revoked, expired at now or used up, and changes nothing then. It fails
-// on a read-only transaction.
-//
-// The use is stored in the caller's transaction, so a registration that
-// fails later in the same [Writer.Update] gives it back.
-func (t *Tx) UseInitialToken(token string, now time.Time) (
+// newInitialToken makes a token as spec describes and its record.
+func newInitialToken(spec InitialTokenSpec, now time.Time) (
+	token string, info *InitialToken) {
+	token = InitialTokenPrefix + randomString(tokenRandomBytes)
+	info = &InitialToken{
+		ID:        randomString(tokenIDBytes),
+		Hash:      HashSecret(token),
+		Label:     spec.Label,
+		CreatedAt: now.Unix(),
+		MaxUses:   spec.MaxUses,
+		Policy:    spec.Policy,
+	}
+	if !spec.ExpiresAt.IsZero() {
+		info.ExpiresAt = spec.ExpiresAt.Unix()
+	}
+	return token, info
+}
+
+// UseInitialToken implements [Tx.UseInitialToken].
+func (t *boltTx) UseInitialToken(token string, now time.Time) (
 	*InitialToken, error) {
 	tokens, _, err := t.writableTokenBuckets()
 	if err != nil {
@@ -257,9 +249,8 @@ func (t *Tx) UseInitialToken(token string, now time.Time) (
 	return info, nil
 }
 
-// InitialToken returns the initial access token with the given ID, or
-// [ErrTokenNotFound].
-func (t *Tx) InitialToken(id string) (*InitialToken, error) {
+// InitialToken implements [Tx.InitialToken].
+func (t *boltTx) InitialToken(id string) (*InitialToken, error) {
 	tokens, _ := t.tokenBuckets()
 	if tokens == nil {
 		return nil, ErrTokenNotFound
@@ -276,9 +267,8 @@ func (t *Tx) InitialToken(id string) (*InitialToken, error) {
 	return &info, nil
 }
 
-// InitialTokens returns every initial access token, whatever its state,
-// ordered by creation time and then by ID. It reads the whole bucket.
-func (t *Tx) InitialTokens() ([]*InitialToken, error) {
+// InitialTokens implements [Tx.InitialTokens].
+func (t *boltTx) InitialTokens() ([]*InitialToken, error) {
 	tokens, _ := t.tokenBuckets()
 	if tokens == nil {
 		return nil, nil
@@ -303,12 +293,8 @@ func (t *Tx) InitialTokens() ([]*InitialToken, error) {
 	return all, nil
 }
 
-// RevokeInitialToken revokes the initial access token with the given ID at
-// now and returns its record. Revoking a revoked token changes nothing and
-// keeps the first time. Clients registered with the token stay registered.
-// It returns [ErrTokenNotFound] for an unknown ID and fails on a read-only
-// transaction.
-func (t *Tx) RevokeInitialToken(id string, now time.Time) (
+// RevokeInitialToken implements [Tx.RevokeInitialToken].
+func (t *boltTx) RevokeInitialToken(id string, now time.Time) (
 	*InitialToken, error) {
 	tokens, _, err := t.writableTokenBuckets()
 	if err != nil {
@@ -358,12 +344,18 @@ func randomString(n int) string {
 // revoked.
 func (w *Writer) CreateInitialToken(ctx context.Context,
 	spec InitialTokenSpec, now time.Time) (string, *InitialToken, error) {
+	return createInitialToken(ctx, w, spec, now)
+}
+
+// createInitialToken is CreateInitialToken on any store.
+func createInitialToken(ctx context.Context, s Store,
+	spec InitialTokenSpec, now time.Time) (string, *InitialToken, error) {
 	if err := spec.validate(now); err != nil {
 		return "", nil, err
 	}
 	var token string
 	var info *InitialToken
-	err := w.Update(ctx, func(tx *Tx) error {
+	err := s.Update(ctx, func(tx Tx) error {
 		// A function may run more than once; the last run is the one
 		// committed, and its values are kept.
 		var err error
@@ -382,8 +374,14 @@ func (w *Writer) CreateInitialToken(ctx context.Context,
 // own, for operators' tools.
 func (w *Writer) RevokeInitialToken(ctx context.Context, id string,
 	now time.Time) (*InitialToken, error) {
+	return revokeInitialToken(ctx, w, id, now)
+}
+
+// revokeInitialToken is RevokeInitialToken on any store.
+func revokeInitialToken(ctx context.Context, s Store, id string,
+	now time.Time) (*InitialToken, error) {
 	var info *InitialToken
-	err := w.Update(ctx, func(tx *Tx) error {
+	err := s.Update(ctx, func(tx Tx) error {
 		var err error
 		info, err = tx.RevokeInitialToken(id, now)
 		return err
@@ -398,7 +396,7 @@ func (w *Writer) RevokeInitialToken(ctx context.Context, id string,
 // own.
 func (r *Reader) InitialTokens() ([]*InitialToken, error) {
 	var all []*InitialToken
-	err := r.View(func(tx *Tx) error {
+	err := r.View(func(tx Tx) error {
 		var err error
 		all, err = tx.InitialTokens()
 		return err
@@ -406,12 +404,8 @@ func (r *Reader) InitialTokens() ([]*InitialToken, error) {
 	return all, err
 }
 
-// CheckInitialToken returns the initial access token whose plaintext is
-// token if it may be used at now, without counting a use. It returns
-// [ErrTokenInvalid] as [Tx.UseInitialToken] does. A registration checks
-// the token first to learn its policy, and counts the use when it stores
-// the client.
-func (t *Tx) CheckInitialToken(token string, now time.Time) (*InitialToken, error) {
+// CheckInitialToken implements [Tx.CheckInitialToken].
+func (t *boltTx) CheckInitialToken(token string, now time.Time) (*InitialToken, error) {
 	_, hashes := t.tokenBuckets()
 	if hashes == nil {
 		return nil, ErrTokenInvalid

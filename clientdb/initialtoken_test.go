@@ -38,7 +38,7 @@ func tokCreate(t testing.TB, w *Writer, spec InitialTokenSpec,
 // would.
 func tokUse(w *Writer, token string, now time.Time) (*InitialToken, error) {
 	var info *InitialToken
-	err := w.Update(context.Background(), func(tx *Tx) error {
+	err := w.Update(context.Background(), func(tx Tx) error {
 		var err error
 		info, err = tx.UseInitialToken(token, now)
 		return err
@@ -50,7 +50,7 @@ func tokUse(w *Writer, token string, now time.Time) (*InitialToken, error) {
 func tokRead(t testing.TB, r *Reader, id string) *InitialToken {
 	t.Helper()
 	var info *InitialToken
-	err := r.View(func(tx *Tx) error {
+	err := r.View(func(tx Tx) error {
 		var err error
 		info, err = tx.InitialToken(id)
 		return err
@@ -153,7 +153,7 @@ func TestCreateInitialTokenUnique(t *testing.T) {
 	w, _ := newWriter(t)
 	tokens := make(map[string]bool)
 	ids := make(map[string]bool)
-	err := w.Update(context.Background(), func(tx *Tx) error {
+	err := w.Update(context.Background(), func(tx Tx) error {
 		clear(tokens)
 		clear(ids)
 		for range n {
@@ -264,7 +264,7 @@ func TestCreateInitialTokenSpec(t *testing.T) {
 				}
 			}
 
-			err = w.Update(context.Background(), func(tx *Tx) error {
+			err = w.Update(context.Background(), func(tx Tx) error {
 				_, _, err := tx.CreateInitialToken(tc.spec, now)
 				return err
 			})
@@ -594,14 +594,14 @@ func TestInitialTokenNotFound(t *testing.T) {
 		t.Errorf("Writer.RevokeInitialToken = %v, want ErrTokenNotFound",
 			err)
 	}
-	err = w.Update(ctx, func(tx *Tx) error {
+	err = w.Update(ctx, func(tx Tx) error {
 		_, err := tx.RevokeInitialToken("unknown", tokAt(1))
 		return err
 	})
 	if !errors.Is(err, ErrTokenNotFound) {
 		t.Errorf("Tx.RevokeInitialToken = %v, want ErrTokenNotFound", err)
 	}
-	err = r.View(func(tx *Tx) error {
+	err = r.View(func(tx Tx) error {
 		_, err := tx.InitialToken("unknown")
 		return err
 	})
@@ -642,7 +642,7 @@ func TestInitialTokensOrder(t *testing.T) {
 	if got := ids(all); !slices.Equal(got, want) {
 		t.Errorf("Reader.InitialTokens = %q, want %q", got, want)
 	}
-	err = w.View(func(tx *Tx) error {
+	err = w.View(func(tx Tx) error {
 		all, err := tx.InitialTokens()
 		if got := ids(all); !slices.Equal(got, want) {
 			t.Errorf("Tx.InitialTokens = %q, want %q", got, want)
@@ -683,7 +683,7 @@ func TestInitialTokensOlderStore(t *testing.T) {
 			r := openReader(t, path)
 
 			var all []*InitialToken
-			p, err := viewNoPanic(r, func(tx *Tx) error {
+			p, err := viewNoPanic(r, func(tx Tx) error {
 				var err error
 				all, err = tx.InitialTokens()
 				return err
@@ -692,7 +692,7 @@ func TestInitialTokensOlderStore(t *testing.T) {
 				t.Errorf("InitialTokens = %v, %v, panic %v; want none",
 					all, err, p)
 			}
-			p, err = viewNoPanic(r, func(tx *Tx) error {
+			p, err = viewNoPanic(r, func(tx Tx) error {
 				_, err := tx.InitialToken("x")
 				return err
 			})
@@ -715,11 +715,11 @@ func TestInitialTokensOlderStore(t *testing.T) {
 func TestInitialTokenWritesReadOnly(t *testing.T) {
 	ops := []struct {
 		name string
-		fn   func(tx *Tx, token, id string) error
+		fn   func(tx Tx, token, id string) error
 	}{
 		{
 			name: "CreateInitialToken",
-			fn: func(tx *Tx, _, _ string) error {
+			fn: func(tx Tx, _, _ string) error {
 				_, _, err := tx.CreateInitialToken(InitialTokenSpec{},
 					tokAt(0))
 				return err
@@ -727,14 +727,14 @@ func TestInitialTokenWritesReadOnly(t *testing.T) {
 		},
 		{
 			name: "UseInitialToken",
-			fn: func(tx *Tx, token, _ string) error {
+			fn: func(tx Tx, token, _ string) error {
 				_, err := tx.UseInitialToken(token, tokAt(1))
 				return err
 			},
 		},
 		{
 			name: "RevokeInitialToken",
-			fn: func(tx *Tx, _, id string) error {
+			fn: func(tx Tx, _, id string) error {
 				_, err := tx.RevokeInitialToken(id, tokAt(1))
 				return err
 			},
@@ -758,7 +758,7 @@ func TestInitialTokenWritesReadOnly(t *testing.T) {
 				}
 				r := openReader(t, path)
 
-				p, err := viewNoPanic(r, func(tx *Tx) error {
+				p, err := viewNoPanic(r, func(tx Tx) error {
 					return op.fn(tx, token, info.ID)
 				})
 				switch {
@@ -952,7 +952,7 @@ func TestUseInitialTokenInGroup(t *testing.T) {
 	}
 
 	var mu sync.Mutex
-	lastTx := make([]*Tx, len(changes))
+	lastTx := make([]Tx, len(changes))
 	uses := make([]int, len(changes))
 	errs := make([]error, len(changes))
 
@@ -960,7 +960,7 @@ func TestUseInitialTokenInGroup(t *testing.T) {
 	var wg sync.WaitGroup
 	for i, ch := range changes {
 		wg.Go(func() {
-			errs[i] = w.Update(context.Background(), func(tx *Tx) error {
+			errs[i] = w.Update(context.Background(), func(tx Tx) error {
 				mu.Lock()
 				lastTx[i] = tx
 				mu.Unlock()
@@ -986,7 +986,7 @@ func TestUseInitialTokenInGroup(t *testing.T) {
 	wg.Wait()
 
 	r := openReader(t, path)
-	var committed *Tx
+	var committed Tx
 	for i, ch := range changes {
 		if errs[i] != ch.wantErr {
 			t.Errorf("change %q: %v, want %v", ch.client, errs[i],

@@ -5,17 +5,8 @@ import (
 	"fmt"
 )
 
-// Clients calls fn for each live client, disabled ones included, in the
-// byte order of their IDs, starting with the first ID after the given one
-// ("" starts at the first client). The ID need not belong to a stored
-// client, so a listing can resume after a client that was deleted
-// meanwhile. It stops when fn returns more false or an error, and returns
-// that error.
-//
-// Each client is decoded afresh and belongs to fn. In a read transaction
-// the writer waits until Clients returns, so callers that page through a
-// large store should stop after a bounded number of clients.
-func (t *Tx) Clients(after string, fn func(*Client) (more bool, err error)) error {
+// Clients implements [Tx.Clients].
+func (t *boltTx) Clients(after string, fn func(*Client) (more bool, err error)) error {
 	b := t.clients()
 	if b == nil {
 		return nil

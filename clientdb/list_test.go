@@ -15,7 +15,7 @@ import (
 func listIDs(t *testing.T, r *Reader, after string, stopAfter int) []string {
 	t.Helper()
 	var ids []string
-	err := r.View(func(tx *Tx) error {
+	err := r.View(func(tx Tx) error {
 		ids = nil
 		return tx.Clients(after, func(c *Client) (bool, error) {
 			ids = append(ids, c.ID)
@@ -99,7 +99,7 @@ func TestClientsLiveOnly(t *testing.T) {
 	w, path := newWriter(t)
 	store(t, w, testClient("keep"), testClient("gone"), testClient("off"))
 	deleteAt(t, w, 1796400000, "gone")
-	err := w.Update(context.Background(), func(tx *Tx) error {
+	err := w.Update(context.Background(), func(tx Tx) error {
 		_, err := tx.Disable("off", time.Unix(1796400000, 0))
 		return err
 	})
@@ -112,7 +112,7 @@ func TestClientsLiveOnly(t *testing.T) {
 	// still live and comes with its mark.
 	var got []string
 	disabled := map[string]bool{}
-	err = r.View(func(tx *Tx) error {
+	err = r.View(func(tx Tx) error {
 		return tx.Clients("", func(c *Client) (bool, error) {
 			got = append(got, c.ID)
 			disabled[c.ID] = c.Disabled()
@@ -145,7 +145,7 @@ func TestClientsDecodesEach(t *testing.T) {
 	r := openReader(t, path)
 
 	var got []*Client
-	err := r.View(func(tx *Tx) error {
+	err := r.View(func(tx Tx) error {
 		return tx.Clients("", func(c *Client) (bool, error) {
 			got = append(got, c)
 			return true, nil
@@ -174,7 +174,7 @@ func TestClientsErrors(t *testing.T) {
 	// An error of fn ends the listing and is returned as it is.
 	stop := errors.New("stop here")
 	var visited []string
-	err := r.View(func(tx *Tx) error {
+	err := r.View(func(tx Tx) error {
 		return tx.Clients("", func(c *Client) (bool, error) {
 			visited = append(visited, c.ID)
 			if c.ID == "b" {
@@ -191,13 +191,13 @@ func TestClientsErrors(t *testing.T) {
 	}
 
 	// A record that does not decode is an error naming its key.
-	err = w.Update(context.Background(), func(tx *Tx) error {
-		return tx.clients().Put([]byte("bad"), []byte("{not json"))
+	err = w.Update(context.Background(), func(tx Tx) error {
+		return tx.(*boltTx).clients().Put([]byte("bad"), []byte("{not json"))
 	})
 	if err != nil {
 		t.Fatalf("storing a bad record: %v", err)
 	}
-	err = r.View(func(tx *Tx) error {
+	err = r.View(func(tx Tx) error {
 		return tx.Clients("b", func(*Client) (bool, error) { return true, nil })
 	})
 	if err == nil || !strings.Contains(err.Error(), `"bad"`) {

@@ -15,7 +15,7 @@ func TestWriterOnCommit(t *testing.T) {
 	w.OnCommit(func() { calls.Add(1) })
 	ctx := context.Background()
 
-	err := w.Update(ctx, func(tx *Tx) error { return tx.Create(testClient("a")) })
+	err := w.Update(ctx, func(tx Tx) error { return tx.Create(testClient("a")) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +24,7 @@ func TestWriterOnCommit(t *testing.T) {
 	}
 
 	boom := errors.New("boom")
-	if err := w.Update(ctx, func(*Tx) error { return boom }); !errors.Is(err, boom) {
+	if err := w.Update(ctx, func(Tx) error { return boom }); !errors.Is(err, boom) {
 		t.Fatalf("Update = %v, want %v", err, boom)
 	}
 	if n := calls.Load(); n != 1 {

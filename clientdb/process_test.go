@@ -145,7 +145,7 @@ func TestCrossProcessReaderSeesAcknowledgedWrites(t *testing.T) {
 		wg.Go(func() {
 			for j := range perWriter {
 				id := fmt.Sprintf("w%d-%03d", i, j)
-				err := w.Update(context.Background(), func(tx *Tx) error {
+				err := w.Update(context.Background(), func(tx Tx) error {
 					return tx.Create(testClient(id))
 				})
 				if err != nil {
@@ -281,8 +281,8 @@ func TestLockGateQueuesReaders(t *testing.T) {
 	second := openReader(t, path)
 	bg := newBackground(t)
 
-	view := bg.holdView(first, func(*Tx) error { return nil })
-	update := bg.update(w, func(tx *Tx) error {
+	view := bg.holdView(first, func(Tx) error { return nil })
+	update := bg.update(w, func(tx Tx) error {
 		return tx.Create(testClient("b"))
 	})
 
@@ -296,7 +296,7 @@ func TestLockGateQueuesReaders(t *testing.T) {
 	}
 
 	var seen error = errors.New("View function did not run")
-	late := bg.view(second, func(tx *Tx) error {
+	late := bg.view(second, func(tx Tx) error {
 		_, seen = tx.Client("b")
 		return nil
 	})
@@ -321,8 +321,8 @@ func TestReaderConcurrentViews(t *testing.T) {
 	r := openReader(t, path)
 	bg := newBackground(t)
 
-	first := bg.holdView(r, func(*Tx) error { return nil })
-	second := bg.holdView(r, func(*Tx) error { return nil })
+	first := bg.holdView(r, func(Tx) error { return nil })
+	second := bg.holdView(r, func(Tx) error { return nil })
 	first.release()
 	finished(t, first.done, "first View")
 
@@ -351,7 +351,7 @@ func TestLockFilesHeld(t *testing.T) {
 			name: "reader in View",
 			hold: func(bg *background, _ *Writer, r *Reader) (
 				<-chan error, func()) {
-				v := bg.holdView(r, func(*Tx) error { return nil })
+				v := bg.holdView(r, func(Tx) error { return nil })
 				return v.done, v.release
 			},
 		},
@@ -362,7 +362,7 @@ func TestLockFilesHeld(t *testing.T) {
 				inside := make(chan struct{})
 				enter := sync.OnceFunc(func() { close(inside) })
 				wait, release := bg.gate()
-				done := bg.update(w, func(tx *Tx) error {
+				done := bg.update(w, func(tx Tx) error {
 					enter()
 					wait()
 					return tx.Put(testClient("b"))

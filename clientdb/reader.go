@@ -14,6 +14,9 @@ import (
 // holds no lock between calls. A Reader is safe for concurrent use.
 type Reader struct {
 	path string
+
+	// pg is the PostgreSQL store read instead of the file, if set.
+	pg *Postgres
 }
 
 // OpenReader returns a Reader for the database at path. The lock files must
@@ -53,13 +56,16 @@ func (r *Reader) openLocks() (*locks, error) {
 // View runs fn in a read-only transaction. While fn runs, the writer waits,
 // so fn should be short. If the database file does not exist yet, fn sees
 // an empty store.
-func (r *Reader) View(fn func(*Tx) error) error {
+func (r *Reader) View(fn func(Tx) error) error {
+	if r.pg != nil {
+		return r.pg.View(fn)
+	}
 	// flock(2) locks belong to an open file, so each call opens its own:
 	// two concurrent calls sharing one file would share one lock, and the
 	// first to finish would release it under the other.
 	l, err := r.openLocks()
 	if errors.Is(err, fs.ErrNotExist) {
-		return fn(&Tx{})
+		return fn(&boltTx{})
 	}
 	if err != nil {
 		return err
@@ -75,7 +81,7 @@ func (r *Reader) View(fn func(*Tx) error) error {
 		Timeout:  boltTimeout,
 	})
 	if errors.Is(err, fs.ErrNotExist) {
-		return fn(&Tx{})
+		return fn(&boltTx{})
 	}
 	if err != nil {
 		return fmt.Errorf("opening store %s: %w", r.path, err)
@@ -86,7 +92,7 @@ func (r *Reader) View(fn func(*Tx) error) error {
 		if err := checkSchema(tx); err != nil {
 			return err
 		}
-		return fn(&Tx{tx: tx})
+		return fn(&boltTx{tx: tx})
 	})
 }
 
@@ -96,7 +102,7 @@ func (r *Reader) View(fn func(*Tx) error) error {
 // [Reader.Tombstone] tells more about a deleted one.
 func (r *Reader) Lookup(id string) (*Client, error) {
 	var c *Client
-	err := r.View(func(tx *Tx) error {
+	err := r.View(func(tx Tx) error {
 		var err error
 		c, err = tx.Client(id)
 		return err
@@ -111,7 +117,7 @@ func (r *Reader) Lookup(id string) (*Client, error) {
 // [ErrNotFound].
 func (r *Reader) Tombstone(id string) (*Tombstone, error) {
 	var ts *Tombstone
-	err := r.View(func(tx *Tx) error {
+	err := r.View(func(tx Tx) error {
 		var err error
 		ts, err = tx.Tombstone(id)
 		return err
@@ -130,8 +136,11 @@ func (r *Reader) VerifySecret(id, secret string, now time.Time) (bool, error) {
 	return c.VerifySecret(secret, now), nil
 }
 
-// Close releases the Reader. It holds no resources between calls, so Close
-// only exists for symmetry with OpenReader and always returns nil.
+// Close releases the Reader: the connections of a PostgreSQL one. A
+// Reader of a bbolt file holds nothing between calls.
 func (r *Reader) Close() error {
+	if r.pg != nil {
+		return r.pg.Close()
+	}
 	return nil
 }

@@ -31,7 +31,7 @@ func TestReaderBeforeFirstWrite(t *testing.T) {
 
 	calls := 0
 	count := -1
-	err = r.View(func(tx *Tx) error {
+	err = r.View(func(tx Tx) error {
 		count = tx.Count()
 		return tx.ForEach(func(*Client) error {
 			calls++
@@ -78,7 +78,7 @@ func TestReaderViewSeesAllClients(t *testing.T) {
 
 	var got []string
 	var count int
-	err := r.View(func(tx *Tx) error {
+	err := r.View(func(tx Tx) error {
 		count = tx.Count()
 		return tx.ForEach(func(c *Client) error {
 			got = append(got, c.ID)
@@ -212,14 +212,14 @@ func (bg *background) run(fn func() error) <-chan error {
 }
 
 // update runs w.Update in a goroutine.
-func (bg *background) update(w *Writer, fn func(*Tx) error) <-chan error {
+func (bg *background) update(w *Writer, fn func(Tx) error) <-chan error {
 	return bg.run(func() error {
 		return w.Update(context.Background(), fn)
 	})
 }
 
 // view runs r.View in a goroutine.
-func (bg *background) view(r *Reader, fn func(*Tx) error) <-chan error {
+func (bg *background) view(r *Reader, fn func(Tx) error) <-chan error {
 	return bg.run(func() error { return r.View(fn) })
 }
 
@@ -231,11 +231,11 @@ type blockedView struct {
 
 // holdView starts r.View with fn inside it and keeps the View open until
 // release is called. It returns once fn has run.
-func (bg *background) holdView(r *Reader, fn func(*Tx) error) *blockedView {
+func (bg *background) holdView(r *Reader, fn func(Tx) error) *blockedView {
 	bg.t.Helper()
 	wait, release := bg.gate()
 	entered := make(chan struct{})
-	done := bg.view(r, func(tx *Tx) error {
+	done := bg.view(r, func(tx Tx) error {
 		err := fn(tx)
 		close(entered)
 		wait()
@@ -293,11 +293,11 @@ func TestLockReaderBlocksWriter(t *testing.T) {
 			bg := newBackground(t)
 
 			var before error
-			view := bg.holdView(r, func(tx *Tx) error {
+			view := bg.holdView(r, func(tx Tx) error {
 				_, before = tx.Client("b")
 				return nil
 			})
-			update := bg.update(w, func(tx *Tx) error {
+			update := bg.update(w, func(tx Tx) error {
 				return tx.Create(testClient("b"))
 			})
 			notDone(t, update, "Update during a View")
@@ -339,7 +339,7 @@ func TestLockWriterBlocksReader(t *testing.T) {
 			inside := make(chan struct{})
 			enter := sync.OnceFunc(func() { close(inside) })
 			wait, release := bg.gate()
-			update := bg.update(w, func(tx *Tx) error {
+			update := bg.update(w, func(tx Tx) error {
 				enter()
 				wait()
 				return tx.Create(testClient("b"))
@@ -353,7 +353,7 @@ func TestLockWriterBlocksReader(t *testing.T) {
 			}
 
 			var seen error = errors.New("View function did not run")
-			view := bg.view(r, func(tx *Tx) error {
+			view := bg.view(r, func(tx Tx) error {
 				_, seen = tx.Client("b")
 				return nil
 			})

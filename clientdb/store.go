@@ -70,24 +70,22 @@ var (
 	ErrSchema = errors.New("unsupported schema version")
 )
 
-// Tx is a read or read-write transaction on an open store.
-type Tx struct {
+// boltTx is a transaction on the bbolt store. A boltTx without a bbolt
+// transaction reads as an empty store.
+type boltTx struct {
 	tx *bolt.Tx
 }
 
 // clients returns the clients bucket, or nil in an empty store.
-func (t *Tx) clients() *bolt.Bucket {
+func (t *boltTx) clients() *bolt.Bucket {
 	if t.tx == nil {
 		return nil
 	}
 	return t.tx.Bucket(clientsBucket)
 }
 
-// Client returns the live client with the given ID. It returns
-// [ErrDeleted] for a client that was deleted or expired (see
-// [Tx.Tombstone]), and [ErrNotFound] for an ID never issued or whose
-// tombstone was swept.
-func (t *Tx) Client(id string) (*Client, error) {
+// Client implements [Tx.Client].
+func (t *boltTx) Client(id string) (*Client, error) {
 	b := t.clients()
 	if b == nil {
 		return nil, ErrNotFound
@@ -106,9 +104,8 @@ func (t *Tx) Client(id string) (*Client, error) {
 	return &c, nil
 }
 
-// ForEach calls fn for every live client in the order of their IDs,
-// stopping at the first error fn returns.
-func (t *Tx) ForEach(fn func(*Client) error) error {
+// ForEach implements [Tx.ForEach].
+func (t *boltTx) ForEach(fn func(*Client) error) error {
 	b := t.clients()
 	if b == nil {
 		return nil
@@ -122,10 +119,8 @@ func (t *Tx) ForEach(fn func(*Client) error) error {
 	})
 }
 
-// Count returns the number of live clients, disabled ones included. It
-// reads a counter that every write keeps, or counts the bucket in a store
-// no writer of this version has written yet.
-func (t *Tx) Count() int {
+// Count implements [Tx.Count].
+func (t *boltTx) Count() int {
 	b := t.clients()
 	if b == nil {
 		return 0
@@ -139,7 +134,7 @@ func (t *Tx) Count() int {
 }
 
 // adjustLive adds delta to the live client counter.
-func (t *Tx) adjustLive(delta int) error {
+func (t *boltTx) adjustLive(delta int) error {
 	n := max(t.Count()+delta, 0)
 	var v [8]byte
 	binary.BigEndian.PutUint64(v[:], uint64(n))
@@ -149,9 +144,8 @@ func (t *Tx) adjustLive(delta int) error {
 	return nil
 }
 
-// Create stores a new client, or returns [ErrExists] if its ID is taken.
-// It fails on a read-only transaction.
-func (t *Tx) Create(c *Client) error {
+// Create implements [Tx.Create].
+func (t *boltTx) Create(c *Client) error {
 	b := t.clients()
 	if b == nil || !t.tx.Writable() {
 		return errReadOnly
@@ -165,10 +159,8 @@ func (t *Tx) Create(c *Client) error {
 	return t.adjustLive(1)
 }
 
-// Put stores a client, replacing any live client with the same ID. It
-// returns [ErrDeleted] for the ID of a deleted client and fails on a
-// read-only transaction.
-func (t *Tx) Put(c *Client) error {
+// Put implements [Tx.Put].
+func (t *boltTx) Put(c *Client) error {
 	b := t.clients()
 	if b == nil || !t.tx.Writable() {
 		return errReadOnly
@@ -181,7 +173,7 @@ func (t *Tx) Put(c *Client) error {
 }
 
 // isTombstoned reports whether id belongs to a deleted client.
-func (t *Tx) isTombstoned(id string) bool {
+func (t *boltTx) isTombstoned(id string) bool {
 	ts := t.tombstones()
 	return ts != nil && ts.Get([]byte(id)) != nil
 }
@@ -189,7 +181,7 @@ func (t *Tx) isTombstoned(id string) bool {
 // errReadOnly is returned by the writing methods of a read-only Tx.
 var errReadOnly = errors.New("storing client: read-only transaction")
 
-func (t *Tx) put(b *bolt.Bucket, c *Client) error {
+func (t *boltTx) put(b *bolt.Bucket, c *Client) error {
 	// Client IDs sort by issue time, so new clients land at the end of
 	// the bucket; pages split there are filled rather than halved.
 	b.FillPercent = appendFill

@@ -74,7 +74,7 @@ func openReader(t testing.TB, path string) *Reader {
 // store commits clients through w.
 func store(t testing.TB, w *Writer, clients ...*Client) {
 	t.Helper()
-	err := w.Update(context.Background(), func(tx *Tx) error {
+	err := w.Update(context.Background(), func(tx Tx) error {
 		for _, c := range clients {
 			if err := tx.Put(c); err != nil {
 				return err
@@ -100,7 +100,7 @@ func holdWriter(t *testing.T, w *Writer) (release func()) {
 	enter := sync.OnceFunc(func() { close(entered) })
 	go func() {
 		defer close(exited)
-		err = w.Update(context.Background(), func(*Tx) error {
+		err = w.Update(context.Background(), func(Tx) error {
 			enter()
 			<-unblock
 			return nil
@@ -149,7 +149,7 @@ func waitQueued(t *testing.T, w *Writer, n int) {
 // failed, so that no commit touches the temporary directory after the test.
 func drain(t *testing.T, w *Writer) {
 	t.Helper()
-	err := w.Update(context.Background(), func(*Tx) error { return nil })
+	err := w.Update(context.Background(), func(Tx) error { return nil })
 	if err != nil {
 		t.Errorf("draining writer: %v", err)
 	}
@@ -257,7 +257,7 @@ func TestSchemaVersions(t *testing.T) {
 			r := openReader(t, path)
 
 			ran := false
-			err := w.Update(context.Background(), func(tx *Tx) error {
+			err := w.Update(context.Background(), func(tx Tx) error {
 				ran = true
 				return tx.Create(testClient("new"))
 			})
@@ -296,7 +296,7 @@ func TestSchemaUnknownVersionUntouched(t *testing.T) {
 	writeRaw(t, path, func(tx *bolt.Tx) error {
 		return putRaw(tx, "meta", "schema_version", "2")
 	})
-	err := w.Update(context.Background(), func(tx *Tx) error {
+	err := w.Update(context.Background(), func(tx Tx) error {
 		return tx.Put(testClient("x"))
 	})
 	if !errors.Is(err, ErrSchema) {
@@ -324,19 +324,19 @@ func TestTxCreateAndPut(t *testing.T) {
 
 	tests := []struct {
 		name    string
-		fn      func(*Tx) error
+		fn      func(Tx) error
 		wantErr error
 		want    *Client
 	}{
 		{
 			name:    "create taken ID",
-			fn:      func(tx *Tx) error { return tx.Create(second) },
+			fn:      func(tx Tx) error { return tx.Create(second) },
 			wantErr: ErrExists,
 			want:    first,
 		},
 		{
 			name: "create twice in one transaction",
-			fn: func(tx *Tx) error {
+			fn: func(tx Tx) error {
 				if err := tx.Create(testClient("b")); err != nil {
 					return err
 				}
@@ -347,7 +347,7 @@ func TestTxCreateAndPut(t *testing.T) {
 		},
 		{
 			name: "put replaces",
-			fn:   func(tx *Tx) error { return tx.Put(second) },
+			fn:   func(tx Tx) error { return tx.Put(second) },
 			want: second,
 		},
 	}
@@ -358,7 +358,7 @@ func TestTxCreateAndPut(t *testing.T) {
 				t.Fatalf("Update = %v, want %v", err, tc.wantErr)
 			}
 			var got *Client
-			err = w.View(func(tx *Tx) error {
+			err = w.View(func(tx Tx) error {
 				var err error
 				got, err = tx.Client("a")
 				if _, berr := tx.Client("b"); !errors.Is(berr, ErrNotFound) {
@@ -398,9 +398,9 @@ func TestTxWriteReadOnly(t *testing.T) {
 			}
 			r := openReader(t, path)
 
-			ops := map[string]func(*Tx) error{
-				"Create": func(tx *Tx) error { return tx.Create(testClient("n")) },
-				"Put":    func(tx *Tx) error { return tx.Put(testClient("n")) },
+			ops := map[string]func(Tx) error{
+				"Create": func(tx Tx) error { return tx.Create(testClient("n")) },
+				"Put":    func(tx Tx) error { return tx.Put(testClient("n")) },
 			}
 			for name, op := range ops {
 				p, err := viewNoPanic(r, op)
@@ -422,7 +422,7 @@ func TestTxWriteReadOnly(t *testing.T) {
 
 // viewNoPanic runs fn in r.View and reports a panic separately, so that a
 // failing case reports instead of ending the test binary.
-func viewNoPanic(r *Reader, fn func(*Tx) error) (panicked any, err error) {
+func viewNoPanic(r *Reader, fn func(Tx) error) (panicked any, err error) {
 	defer func() { panicked = recover() }()
 	return nil, r.View(fn)
 }
@@ -439,7 +439,7 @@ func TestTxForEachAndCount(t *testing.T) {
 
 	var got []string
 	var count int
-	err := r.View(func(tx *Tx) error {
+	err := r.View(func(tx Tx) error {
 		count = tx.Count()
 		return tx.ForEach(func(c *Client) error {
 			if !reflect.DeepEqual(c, testClient(c.ID)) {
@@ -463,7 +463,7 @@ func TestTxForEachAndCount(t *testing.T) {
 
 	stop := errors.New("stop")
 	calls := 0
-	err = r.View(func(tx *Tx) error {
+	err = r.View(func(tx Tx) error {
 		return tx.ForEach(func(*Client) error {
 			calls++
 			return stop
@@ -489,7 +489,7 @@ func TestTxUndecodableClient(t *testing.T) {
 	if err == nil || errors.Is(err, ErrNotFound) {
 		t.Errorf("Lookup of a damaged record = %v, want a decoding error", err)
 	}
-	err = r.View(func(tx *Tx) error {
+	err = r.View(func(tx Tx) error {
 		return tx.ForEach(func(*Client) error { return nil })
 	})
 	if err == nil {

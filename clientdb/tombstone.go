@@ -40,15 +40,15 @@ type Tombstone struct {
 }
 
 // tombstones returns the tombstones bucket, or nil in an empty store.
-func (t *Tx) tombstones() *bolt.Bucket {
+func (t *boltTx) tombstones() *bolt.Bucket {
 	if t.tx == nil {
 		return nil
 	}
 	return t.tx.Bucket(tombstonesBucket)
 }
 
-// Tombstone returns the tombstone of a deleted client, or [ErrNotFound].
-func (t *Tx) Tombstone(id string) (*Tombstone, error) {
+// Tombstone implements [Tx.Tombstone].
+func (t *boltTx) Tombstone(id string) (*Tombstone, error) {
 	b := t.tombstones()
 	if b == nil {
 		return nil, ErrNotFound
@@ -64,10 +64,8 @@ func (t *Tx) Tombstone(id string) (*Tombstone, error) {
 	return &ts, nil
 }
 
-// Delete removes a live client and leaves a tombstone recording reason and
-// the time now. It returns [ErrNotFound] or [ErrDeleted] when there is no
-// live client with that ID.
-func (t *Tx) Delete(id, reason string, now time.Time) error {
+// Delete implements [Tx.Delete].
+func (t *boltTx) Delete(id, reason string, now time.Time) error {
 	clients := t.clients()
 	if clients == nil || !t.tx.Writable() {
 		return errReadOnly
@@ -100,10 +98,8 @@ func (t *Tx) Delete(id, reason string, now time.Time) error {
 	return t.adjustLive(-1)
 }
 
-// SweepTombstones removes up to limit tombstones of clients deleted before
-// cutoff, oldest first, and returns how many it removed. The IDs they held
-// become unknown; being random, they are still never issued again.
-func (t *Tx) SweepTombstones(cutoff time.Time, limit int) (int, error) {
+// SweepTombstones implements [Tx.SweepTombstones].
+func (t *boltTx) SweepTombstones(cutoff time.Time, limit int) (int, error) {
 	if t.tx == nil || !t.tx.Writable() {
 		return 0, errReadOnly
 	}
@@ -134,9 +130,8 @@ func (t *Tx) SweepTombstones(cutoff time.Time, limit int) (int, error) {
 	return len(keys), nil
 }
 
-// HasTombstonesBefore reports whether any tombstone was made before
-// cutoff, so that a sweeper can skip a write when there is nothing to do.
-func (t *Tx) HasTombstonesBefore(cutoff time.Time) bool {
+// HasTombstonesBefore implements [Tx.HasTombstonesBefore].
+func (t *boltTx) HasTombstonesBefore(cutoff time.Time) bool {
 	if t.tx == nil {
 		return false
 	}
@@ -156,11 +151,8 @@ func sweepKey(deletedAt int64, id string) []byte {
 	return append(k, id...)
 }
 
-// Unused returns the IDs of live clients not used since cutoff (by
-// LastUsedAt, or IssuedAt for clients never used), scanning at most limit
-// clients in ID order after the ID after ("" to start at the first). It
-// also returns the last ID scanned, to resume from, or "" at the end.
-func (t *Tx) Unused(cutoff time.Time, after string, limit int) (
+// Unused implements [Tx.Unused].
+func (t *boltTx) Unused(cutoff time.Time, after string, limit int) (
 	ids []string, last string, err error) {
 	b := t.clients()
 	if b == nil {
@@ -198,10 +190,13 @@ func (c *Client) unusedSince(cutoff time.Time) bool {
 	return seen < cutoff.Unix()
 }
 
-// ExpireUnused deletes, leaving tombstones with [ReasonExpired] and an
-// [OpExpire] audit event each, those of the given clients that are still
-// unused since cutoff, and returns how many it deleted.
-func (t *Tx) ExpireUnused(ids []string, cutoff, now time.Time) (int, error) {
+// ExpireUnused implements [Tx.ExpireUnused].
+func (t *boltTx) ExpireUnused(ids []string, cutoff, now time.Time) (int, error) {
+	return expireUnused(t, ids, cutoff, now)
+}
+
+// expireUnused is ExpireUnused on any store.
+func expireUnused(t Tx, ids []string, cutoff, now time.Time) (int, error) {
 	n := 0
 	for _, id := range ids {
 		c, err := t.Client(id)

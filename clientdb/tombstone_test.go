@@ -24,7 +24,7 @@ import (
 // deleteAt commits the deletion of ids, as deleted at the Unix second at.
 func deleteAt(t testing.TB, w *Writer, at int64, ids ...string) {
 	t.Helper()
-	err := w.Update(context.Background(), func(tx *Tx) error {
+	err := w.Update(context.Background(), func(tx Tx) error {
 		for _, id := range ids {
 			err := tx.Delete(id, ReasonDeleted, time.Unix(at, 0))
 			if err != nil {
@@ -42,7 +42,7 @@ func deleteAt(t testing.TB, w *Writer, at int64, ids ...string) {
 func sweep(t testing.TB, w *Writer, cutoff int64, limit int) int {
 	t.Helper()
 	var n int
-	err := w.Update(context.Background(), func(tx *Tx) error {
+	err := w.Update(context.Background(), func(tx Tx) error {
 		var err error
 		n, err = tx.SweepTombstones(time.Unix(cutoff, 0), limit)
 		return err
@@ -61,12 +61,12 @@ func sweep(t testing.TB, w *Writer, cutoff int64, limit int) int {
 func storedTombstones(t *testing.T, r *Reader) []string {
 	t.Helper()
 	var ids []string
-	err := r.View(func(tx *Tx) error {
-		if tx.tx == nil {
+	err := r.View(func(tx Tx) error {
+		if tx.(*boltTx).tx == nil {
 			return nil
 		}
-		stones := tx.tx.Bucket([]byte("tombstones"))
-		index := tx.tx.Bucket([]byte("tombstone_expiry"))
+		stones := tx.(*boltTx).tx.Bucket([]byte("tombstones"))
+		index := tx.(*boltTx).tx.Bucket([]byte("tombstone_expiry"))
 		if stones == nil || index == nil {
 			t.Fatalf("tombstone buckets missing: tombstones %v, index %v",
 				stones != nil, index != nil)
@@ -144,7 +144,7 @@ func TestTxDelete(t *testing.T) {
 			store(t, w, gone, testClient("kept"))
 			r := openReader(t, path)
 
-			err := w.Update(context.Background(), func(tx *Tx) error {
+			err := w.Update(context.Background(), func(tx Tx) error {
 				return tx.Delete("gone", tc.reason, time.Unix(deletedAt, 0))
 			})
 			if err != nil {
@@ -172,7 +172,7 @@ func TestTxDelete(t *testing.T) {
 			}
 
 			// The same answers inside a transaction.
-			err = w.View(func(tx *Tx) error {
+			err = w.View(func(tx Tx) error {
 				if _, err := tx.Client("gone"); !errors.Is(err, ErrDeleted) {
 					t.Errorf("Tx.Client = %v, want ErrDeleted", err)
 				}
@@ -212,12 +212,12 @@ func TestTxDeleteRefused(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		fn      func(*Tx) error
+		fn      func(Tx) error
 		wantErr error
 	}{
 		{
 			name: "unknown client",
-			fn: func(tx *Tx) error {
+			fn: func(tx Tx) error {
 				return tx.Delete("nobody", ReasonDeleted, time.Unix(firstAt+60, 0))
 			},
 			wantErr: ErrNotFound,
@@ -226,14 +226,14 @@ func TestTxDeleteRefused(t *testing.T) {
 			// A second deletion must not move the deletion time, which
 			// would postpone the sweep.
 			name: "deleted client",
-			fn: func(tx *Tx) error {
+			fn: func(tx Tx) error {
 				return tx.Delete("gone", ReasonExpired, time.Unix(firstAt+60, 0))
 			},
 			wantErr: ErrDeleted,
 		},
 		{
 			name: "twice in one transaction",
-			fn: func(tx *Tx) error {
+			fn: func(tx Tx) error {
 				now := time.Unix(firstAt+60, 0)
 				if err := tx.Delete("live", ReasonDeleted, now); err != nil {
 					return err
@@ -304,12 +304,12 @@ func TestTombstoneHoldsNoSecrets(t *testing.T) {
 		"client_secret", "registration_access_token", "metadata")
 
 	var raw []byte
-	err := r.View(func(tx *Tx) error {
-		raw = bytes.Clone(tx.tx.Bucket([]byte("tombstones")).Get([]byte("gone")))
-		if tx.tx.Bucket([]byte("clients")).Get([]byte("gone")) != nil {
+	err := r.View(func(tx Tx) error {
+		raw = bytes.Clone(tx.(*boltTx).tx.Bucket([]byte("tombstones")).Get([]byte("gone")))
+		if tx.(*boltTx).tx.Bucket([]byte("clients")).Get([]byte("gone")) != nil {
 			t.Error(`"gone" still in bucket "clients"`)
 		}
-		return tx.tx.ForEach(func(name []byte, b *bolt.Bucket) error {
+		return tx.(*boltTx).tx.ForEach(func(name []byte, b *bolt.Bucket) error {
 			return b.ForEach(func(k, v []byte) error {
 				for _, s := range secrets {
 					if bytes.Contains(k, []byte(s)) ||
@@ -354,18 +354,18 @@ func TestTombstoneHoldsNoSecrets(t *testing.T) {
 func TestTxCreateTombstonedID(t *testing.T) {
 	tests := []struct {
 		name string
-		fn   func(*Tx) error
+		fn   func(Tx) error
 		// wantLive is whether "gone" is still live afterwards: a
 		// failing change rolls back its own deletion.
 		wantLive bool
 	}{
 		{
 			name: "committed tombstone",
-			fn:   func(tx *Tx) error { return tx.Create(testClient("gone")) },
+			fn:   func(tx Tx) error { return tx.Create(testClient("gone")) },
 		},
 		{
 			name: "deleted in the same transaction",
-			fn: func(tx *Tx) error {
+			fn: func(tx Tx) error {
 				err := tx.Delete("live", ReasonDeleted, time.Unix(1796400100, 0))
 				if err != nil {
 					return err
@@ -409,7 +409,7 @@ func TestTxForEachAndCountSkipTombstones(t *testing.T) {
 
 	var got []string
 	var count int
-	err := r.View(func(tx *Tx) error {
+	err := r.View(func(tx Tx) error {
 		count = tx.Count()
 		return tx.ForEach(func(c *Client) error {
 			got = append(got, c.ID)
@@ -434,17 +434,17 @@ func TestTxForEachAndCountSkipTombstones(t *testing.T) {
 func TestTombstoneWritesReadOnly(t *testing.T) {
 	ops := []struct {
 		name string
-		fn   func(*Tx) error
+		fn   func(Tx) error
 	}{
 		{
 			name: "Delete",
-			fn: func(tx *Tx) error {
+			fn: func(tx Tx) error {
 				return tx.Delete("a", ReasonDeleted, time.Unix(1796400000, 0))
 			},
 		},
 		{
 			name: "SweepTombstones",
-			fn: func(tx *Tx) error {
+			fn: func(tx Tx) error {
 				_, err := tx.SweepTombstones(time.Unix(1<<40, 0), 100)
 				return err
 			},
@@ -508,8 +508,8 @@ func TestReaderStoreWithoutTombstoneBuckets(t *testing.T) {
 	})
 	r := openReader(t, path)
 
-	lookup := func(id string) func(*Tx) error {
-		return func(tx *Tx) error {
+	lookup := func(id string) func(Tx) error {
+		return func(tx Tx) error {
 			_, err := tx.Client(id)
 			return err
 		}
@@ -646,7 +646,7 @@ func TestSweepTombstonesBatches(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			const n, batch = 25, 10
 			w, path := newWriter(t)
-			err := w.Update(context.Background(), func(tx *Tx) error {
+			err := w.Update(context.Background(), func(tx Tx) error {
 				for i := range n {
 					id := fmt.Sprintf("c%02d", i)
 					if err := tx.Create(testClient(id)); err != nil {
@@ -711,7 +711,7 @@ func TestSweepTombstonesCutoffBeforeEpoch(t *testing.T) {
 			r := openReader(t, path)
 
 			var n int
-			err := w.Update(context.Background(), func(tx *Tx) error {
+			err := w.Update(context.Background(), func(tx Tx) error {
 				var err error
 				n, err = tx.SweepTombstones(tc.cutoff, 100)
 				return err
@@ -736,7 +736,7 @@ func TestTxPutOverTombstone(t *testing.T) {
 	deleteAt(t, w, 100, "a")
 	r := openReader(t, path)
 
-	err := w.Update(context.Background(), func(tx *Tx) error {
+	err := w.Update(context.Background(), func(tx Tx) error {
 		return tx.Put(testClient("a"))
 	})
 	if err != nil && !errors.Is(err, ErrDeleted) {
@@ -847,7 +847,7 @@ func TestCrossProcessReaderSeesDeletion(t *testing.T) {
 			default:
 			}
 			c := testClient(fmt.Sprintf("bg%05d", i))
-			err := w.Update(context.Background(), func(tx *Tx) error {
+			err := w.Update(context.Background(), func(tx Tx) error {
 				return tx.Create(c)
 			})
 			if err != nil {
@@ -895,7 +895,7 @@ func BenchmarkSweepTombstones(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		b.StopTimer()
-		err := w.Update(ctx, func(tx *Tx) error {
+		err := w.Update(ctx, func(tx Tx) error {
 			for i := range n {
 				id := fmt.Sprintf("r%d-%05d", round, i)
 				if err := tx.Put(testClient(id)); err != nil {
@@ -918,7 +918,7 @@ func BenchmarkSweepTombstones(b *testing.B) {
 		swept := 0
 		for {
 			var k int
-			err := w.Update(ctx, func(tx *Tx) error {
+			err := w.Update(ctx, func(tx Tx) error {
 				var err error
 				k, err = tx.SweepTombstones(cutoff, batch)
 				return err

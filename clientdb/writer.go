@@ -33,7 +33,7 @@ type Writer struct {
 
 // change is one caller's function waiting to be committed.
 type change struct {
-	fn   func(*Tx) error
+	fn   func(Tx) error
 	err  error
 	done chan struct{}
 }
@@ -63,7 +63,7 @@ func (w *Writer) Path() string {
 // If ctx has ended, Update returns its error and changes nothing. If ctx
 // ends while the change waits, Update returns ctx's error; the change may
 // still be committed.
-func (w *Writer) Update(ctx context.Context, fn func(*Tx) error) error {
+func (w *Writer) Update(ctx context.Context, fn func(Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -105,7 +105,7 @@ func (w *Writer) ObserveCommits(fn func(changes int, took time.Duration)) {
 }
 
 // View runs fn in a read-only transaction, as a [Reader] would.
-func (w *Writer) View(fn func(*Tx) error) error {
+func (w *Writer) View(fn func(Tx) error) error {
 	r := Reader{path: w.path}
 	return r.View(fn)
 }
@@ -298,7 +298,7 @@ func (s *session) commit(group []*change) (int, error) {
 		if err := initSchema(tx); err != nil {
 			return err
 		}
-		t := &Tx{tx: tx}
+		t := &boltTx{tx: tx}
 		for i, c := range group {
 			if err := c.fn(t); err != nil {
 				failed, changeErr = i, err

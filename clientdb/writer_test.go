@@ -17,7 +17,7 @@ func TestWriterUpdateVisibleToReader(t *testing.T) {
 	r := openReader(t, path)
 	want := testClient("abc")
 
-	err := w.Update(context.Background(), func(tx *Tx) error {
+	err := w.Update(context.Background(), func(tx Tx) error {
 		return tx.Create(want)
 	})
 	if err != nil {
@@ -33,7 +33,7 @@ func TestWriterUpdateVisibleToReader(t *testing.T) {
 	}
 
 	// Writer.View, which the handler uses, reads the same way.
-	err = w.View(func(tx *Tx) error {
+	err = w.View(func(tx Tx) error {
 		got, err = tx.Client("abc")
 		return err
 	})
@@ -79,7 +79,7 @@ func TestWriterFnErrorLeavesNothing(t *testing.T) {
 	r := openReader(t, path)
 
 	boom := errors.New("boom")
-	err := w.Update(context.Background(), func(tx *Tx) error {
+	err := w.Update(context.Background(), func(tx Tx) error {
 		if err := tx.Create(testClient("half")); err != nil {
 			return err
 		}
@@ -132,7 +132,7 @@ func TestWriterGroupCommit(t *testing.T) {
 			r := openReader(t, path)
 
 			var mu sync.Mutex
-			lastTx := make([]*Tx, n)
+			lastTx := make([]Tx, n)
 			runs := make([]int, n)
 			errs := make([]error, n)
 
@@ -145,7 +145,7 @@ func TestWriterGroupCommit(t *testing.T) {
 				}
 				wg.Go(func() {
 					errs[i] = w.Update(context.Background(),
-						func(tx *Tx) error {
+						func(tx Tx) error {
 							mu.Lock()
 							lastTx[i] = tx
 							runs[i]++
@@ -164,7 +164,7 @@ func TestWriterGroupCommit(t *testing.T) {
 			release()
 			wg.Wait()
 
-			var committed *Tx
+			var committed Tx
 			for i := range n {
 				id := fmt.Sprintf("c%02d", i)
 				want := tc.fail[i]
@@ -217,7 +217,7 @@ func TestWriterConcurrentUpdates(t *testing.T) {
 	errs := make([]error, n)
 	for i := range n {
 		wg.Go(func() {
-			errs[i] = w.Update(context.Background(), func(tx *Tx) error {
+			errs[i] = w.Update(context.Background(), func(tx Tx) error {
 				return tx.Create(testClient(fmt.Sprintf("c%03d", i)))
 			})
 		})
@@ -231,7 +231,7 @@ func TestWriterConcurrentUpdates(t *testing.T) {
 
 	r := openReader(t, path)
 	var count int
-	err := r.View(func(tx *Tx) error {
+	err := r.View(func(tx Tx) error {
 		count = tx.Count()
 		for i := range n {
 			id := fmt.Sprintf("c%03d", i)
@@ -284,7 +284,7 @@ func TestWriterUpdateContext(t *testing.T) {
 			defer cancel()
 			done := make(chan error, 1)
 			go func() {
-				done <- w.Update(ctx, func(tx *Tx) error {
+				done <- w.Update(ctx, func(tx Tx) error {
 					return tx.Put(testClient("late"))
 				})
 			}()
@@ -317,7 +317,7 @@ func TestWriterStoreError(t *testing.T) {
 		t.Fatal(err)
 	}
 	ran := false
-	err = w.Update(context.Background(), func(*Tx) error {
+	err = w.Update(context.Background(), func(Tx) error {
 		ran = true
 		return nil
 	})

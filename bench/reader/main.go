@@ -41,7 +41,7 @@ func main() {
 		// Refresh the ID sample now and then, as clients keep arriving.
 		if len(ids) == 0 || len(lats)%5000 == 0 {
 			ids = ids[:0]
-			err := r.View(func(tx *clientdb.Tx) error {
+			err := r.View(func(tx clientdb.Tx) error {
 				return tx.ForEach(func(c *clientdb.Client) error {
 					if len(ids) < 10000 {
 						ids = append(ids, c.ID)

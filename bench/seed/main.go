@@ -41,7 +41,7 @@ func main() {
 		for i := range clients {
 			clients[i] = client(now, done+i)
 		}
-		err := w.Update(context.Background(), func(tx *clientdb.Tx) error {
+		err := w.Update(context.Background(), func(tx clientdb.Tx) error {
 			for _, c := range clients {
 				if err := tx.Create(c); err != nil {
 					return err

@@ -12,22 +12,45 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/caddy-dcr/caddy-dcr/clientdb"
 
 	"github.com/caddyserver/caddy/v2"
 )
 
-// stores holds one boltStore per absolute database path, shared by every
-// handler instance that names that path. During a config reload the old and
-// the new instance both serve requests for a while; sharing one writer lets
-// their registrations commit in the same groups.
+// stores holds one sharedStore per store, keyed by the absolute path of a
+// bbolt file or the password-free address of a PostgreSQL database, shared
+// by every handler instance that names it. During a config reload the old
+// and the new instance both serve requests for a while; sharing one store
+// lets their registrations commit in the same groups, or share one pool.
 var stores = caddy.NewUsagePool()
 
-// boltStore is the client store as the handler uses it: a bbolt file
+// sharedStore is the client store as the handler uses it: a bbolt file
 // written through clientdb's group-commit writer, which holds no file open
-// between commits so that other processes can read the file.
-type boltStore struct {
-	writer *clientdb.Writer
+// between commits so that other processes can read the file, or a
+// PostgreSQL database shared by a fleet.
+type sharedStore struct {
+	db clientdb.Store
+
+	// cached is set when every change to the store goes through db, so
+	// that the cache is invalidated on each commit: true for a bbolt
+	// file. Other Caddy instances change a PostgreSQL store without
+	// telling this one, so its lookups always read the database.
+	cached bool
+
+	// name identifies the store in logs: its file path, or the
+	// database's address without the password.
+	name string
+
+	// logger reports outages, once each: down is set while the store
+	// is unreachable, since downSince (Unix nanoseconds).
+	logger    atomic.Pointer[zap.Logger]
+	down      atomic.Bool
+	downSince atomic.Int64
+
+	// postgres is the database of a PostgreSQL store, else nil.
+	postgres *clientdb.Postgres
 	cache  clientCache
 
 	// usage is the use of clients not yet written. It lives with the
@@ -59,7 +82,7 @@ type limiterUse struct {
 
 // limiter returns the store's rate limiter for these settings and the key
 // to release it with, creating it on first use.
-func (s *boltStore) limiter(n int, window time.Duration,
+func (s *sharedStore) limiter(n int, window time.Duration,
 	exempt []netip.Prefix) (*rateLimiter, string) {
 	key := fmt.Sprint(n, window, exempt)
 	s.limitersMu.Lock()
@@ -78,7 +101,7 @@ func (s *boltStore) limiter(n int, window time.Duration,
 
 // releaseLimiter gives up one use of the limiter under key, dropping it
 // when nobody uses it.
-func (s *boltStore) releaseLimiter(key string) {
+func (s *sharedStore) releaseLimiter(key string) {
 	s.limitersMu.Lock()
 	defer s.limitersMu.Unlock()
 	if u := s.limiters[key]; u != nil {
@@ -113,11 +136,11 @@ func storePaths() []string {
 // storeAt returns the store in use at the absolute path, if any handler
 // uses it. It does not take a use of the store: the caller must not keep
 // it beyond the current operation.
-func storeAt(path string) (*boltStore, bool) {
-	var found *boltStore
+func storeAt(path string) (*sharedStore, bool) {
+	var found *sharedStore
 	stores.Range(func(key, value any) bool {
 		if key.(string) == path {
-			found = value.(*boltStore)
+			found = value.(*sharedStore)
 			return false
 		}
 		return true
@@ -127,7 +150,7 @@ func storeAt(path string) (*boltStore, bool) {
 
 // acquireStore returns the shared store for the database at path; every
 // successful call must be paired with releaseStore.
-func acquireStore(path string) (*boltStore, string, error) {
+func acquireStore(path string) (*sharedStore, string, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, "", fmt.Errorf("resolving store path %q: %w", path, err)
@@ -137,15 +160,12 @@ func acquireStore(path string) (*boltStore, string, error) {
 		if err != nil {
 			return nil, err
 		}
-		s := &boltStore{writer: w}
-		w.OnCommit(s.cache.invalidate)
-		w.ObserveCommits(metrics.observeCommit)
-		return s, nil
+		return newSharedStore(w, abs, true), nil
 	})
 	if err != nil {
 		return nil, "", err
 	}
-	return v.(*boltStore), abs, nil
+	return v.(*sharedStore), abs, nil
 }
 
 // releaseStore gives up one use of the store at the absolute path key.
@@ -154,29 +174,76 @@ func releaseStore(key string) error {
 	return err
 }
 
-// Destruct implements caddy.Destructor. The writer holds no resources while
-// idle and stays usable, so requests that an old config instance still
-// serves after its Cleanup complete normally.
-func (s *boltStore) Destruct() error {
+// Destruct implements caddy.Destructor, when no loaded config uses the
+// store any more. A bbolt writer holds no resources while idle and stays
+// usable. A PostgreSQL pool is closed only after storeWait, so that the
+// requests an old config instance still serves after its Cleanup
+// complete normally.
+func (s *sharedStore) Destruct() error {
+	if s.postgres != nil {
+		time.AfterFunc(storeWait, func() { s.postgres.Close() })
+	}
 	return nil
 }
 
+// newSharedStore wraps db; cached says whether lookups may be cached.
+func newSharedStore(db clientdb.Store, name string, cached bool) *sharedStore {
+	s := &sharedStore{db: db, name: name, cached: cached}
+	s.logger.Store(zap.NewNop())
+	if cached {
+		db.OnCommit(s.cache.invalidate)
+	}
+	db.ObserveCommits(metrics.observeCommit)
+	return s
+}
+
+// Update runs fn in a read-write transaction and returns once the change
+// is durable.
+func (s *sharedStore) Update(ctx context.Context, fn func(clientdb.Tx) error) error {
+	return s.checked(s.db.Update(ctx, fn))
+}
+
 // Create stores a new client and returns once it is durable.
-func (s *boltStore) Create(ctx context.Context, c *clientdb.Client) error {
-	return s.writer.Update(ctx, func(tx *clientdb.Tx) error {
+func (s *sharedStore) Create(ctx context.Context, c *clientdb.Client) error {
+	return s.Update(ctx, func(tx clientdb.Tx) error {
 		return tx.Create(c)
 	})
 }
 
-// Update runs fn in a read-write transaction, committed with group commit,
-// and returns once it is durable.
-func (s *boltStore) Update(ctx context.Context, fn func(*clientdb.Tx) error) error {
-	return s.writer.Update(ctx, fn)
+// View runs fn in a read-only transaction.
+func (s *sharedStore) View(fn func(clientdb.Tx) error) error {
+	return s.checked(s.db.View(fn))
 }
 
-// View runs fn in a read-only transaction.
-func (s *boltStore) View(fn func(*clientdb.Tx) error) error {
-	return s.writer.View(fn)
+// Lead runs fn unless another process sharing the store runs the same job
+// (see clientdb.Store.Lead).
+func (s *sharedStore) Lead(ctx context.Context, job string,
+	fn func(context.Context) error) (bool, error) {
+	ran, err := s.db.Lead(ctx, job, fn)
+	return ran, s.checked(err)
+}
+
+// checked follows the store's availability through the result of an
+// operation: the first failure for want of the store logs an error, and
+// the first success after it logs the recovery, so that an outage is one
+// pair of log lines however many requests it fails.
+func (s *sharedStore) checked(err error) error {
+	if errors.Is(err, clientdb.ErrUnavailable) {
+		if s.down.CompareAndSwap(false, true) {
+			s.downSince.Store(time.Now().UnixNano())
+			s.logger.Load().Error("client store unavailable; "+
+				"requests that need it answer 503 until it returns",
+				zap.String("store", s.name), zap.Error(err))
+		}
+		return err
+	}
+	if s.down.Load() && s.down.CompareAndSwap(true, false) {
+		since := time.Unix(0, s.downSince.Load())
+		s.logger.Load().Info("client store available again",
+			zap.String("store", s.name),
+			zap.Duration("outage", time.Since(since)))
+	}
+	return err
 }
 
 // errDisabled is what a lookup of a disabled client returns: it is
@@ -187,7 +254,7 @@ var errDisabled = fmt.Errorf("%w, answered as %w", clientdb.ErrDisabled, clientd
 // Client returns the stored client with the given ID, from the cache if
 // it was looked up recently. The client is shared and must not be
 // modified. A disabled client is reported as errDisabled.
-func (s *boltStore) Client(id string) (*clientdb.Client, error) {
+func (s *sharedStore) Client(id string) (*clientdb.Client, error) {
 	c, err := s.lookup(id)
 	if err == nil && c.Disabled() {
 		return nil, errDisabled
@@ -196,7 +263,7 @@ func (s *boltStore) Client(id string) (*clientdb.Client, error) {
 }
 
 // lookup is Client without the disabled check.
-func (s *boltStore) lookup(id string) (*clientdb.Client, error) {
+func (s *sharedStore) lookup(id string) (*clientdb.Client, error) {
 	// An ID no registration could have produced is unknown, without a
 	// read and without a cache entry that a caller could grow with long
 	// IDs of its choosing.
@@ -204,20 +271,29 @@ func (s *boltStore) lookup(id string) (*clientdb.Client, error) {
 		return nil, clientdb.ErrNotFound
 	}
 	now := time.Now()
+	if !s.cached {
+		return s.read(id)
+	}
 	if e, ok := s.cache.get(id, now); ok {
 		return e.client, e.err
 	}
 
 	gen := s.cache.generation()
+	c, err := s.read(id)
+	if err == nil || errors.Is(err, clientdb.ErrNotFound) || errors.Is(err, clientdb.ErrDeleted) {
+		s.cache.put(id, gen, cachedClient{client: c, err: err, at: now})
+	}
+	return c, err
+}
+
+// read looks a client up in the store.
+func (s *sharedStore) read(id string) (*clientdb.Client, error) {
 	var c *clientdb.Client
-	err := s.writer.View(func(tx *clientdb.Tx) error {
+	err := s.View(func(tx clientdb.Tx) error {
 		var err error
 		c, err = tx.Client(id)
 		return err
 	})
-	if err == nil || errors.Is(err, clientdb.ErrNotFound) || errors.Is(err, clientdb.ErrDeleted) {
-		s.cache.put(id, gen, cachedClient{client: c, err: err, at: now})
-	}
 	return c, err
 }
 
@@ -246,4 +322,4 @@ func plausibleClientID(id string) bool {
 }
 
 // Interface guards
-var _ caddy.Destructor = (*boltStore)(nil)
+var _ caddy.Destructor = (*sharedStore)(nil)
