@@ -212,11 +212,15 @@ func pickStore(param string, inUse []string) (string, error) {
 		return "", apiError(http.StatusBadRequest,
 			"%d client stores are in use; choose one with the store parameter: %s",
 			len(inUse), strings.Join(inUse, ", "))
+	case clientdb.IsPostgresURL(param):
+		// PostgreSQL stores are known by their password-free address.
 	case !filepath.IsAbs(param):
 		return "", apiError(http.StatusBadRequest,
-			"store %q: want an absolute path", param)
+			"store %q: want an absolute path or a postgres:// address", param)
+	default:
+		param = filepath.Clean(param)
 	}
-	path := filepath.Clean(param)
+	path := param
 	if !slices.Contains(inUse, path) {
 		return "", apiError(http.StatusNotFound,
 			"no dcr handler uses the client store %s; in use: %s",

@@ -37,6 +37,7 @@ var handlerFields = []string{
 	"redirect_hosts", "require_initial_access_token", "software_statements",
 	"require_software_statement", "redirect_preset", "fetch", "rate_limit",
 	"rate_limit_exempt", "max_clients", "cors_origins", "audit_retention",
+	"postgres",
 }
 
 // enforceFields are the JSON names of the enforce block as documented on
@@ -409,6 +410,23 @@ func TestCaddyfileUnmarshal(t *testing.T) {
 		{"endpoint", "dcr {\n endpoint /r\n}", Handler{Endpoint: "/r"}},
 		{"store", "dcr {\n store \"/a b/c.db\"\n}", Handler{Store: "/a b/c.db"}},
 		{
+			"store postgres",
+			"dcr {\n store postgres {env.DB}\n}",
+			Handler{Postgres: &PostgresStore{DSN: "{env.DB}"}},
+		},
+		{
+			"store postgres pool",
+			"dcr {\n store postgres \"host=db user=dcr\" {\n max_conns 20\n" +
+				" min_conns 2\n connect_timeout 3s\n max_conn_lifetime 2h\n" +
+				" max_conn_idle_time 10m\n }\n}",
+			Handler{Postgres: &PostgresStore{
+				DSN: "host=db user=dcr", MaxConns: 20, MinConns: 2,
+				ConnectTimeout:  caddy.Duration(3 * time.Second),
+				MaxConnLifetime: caddy.Duration(2 * time.Hour),
+				MaxConnIdleTime: caddy.Duration(10 * time.Minute),
+			}},
+		},
+		{
 			"grant_types", "dcr {\n grant_types implicit password\n}",
 			Handler{GrantTypes: []string{"implicit", "password"}},
 		},
@@ -575,6 +593,30 @@ func TestCaddyfileErrors(t *testing.T) {
 		},
 		{"endpoint two", "dcr {\n endpoint /a /b\n}", argc},
 		{"store missing", "dcr {\n store\n}", argc},
+		{
+			"store postgres without DSN", "dcr {\n store postgres\n}",
+			[]string{"store: want <path> or postgres <dsn>", "Testfile:2"},
+		},
+		{
+			"store other kind", "dcr {\n store redis x\n}",
+			[]string{"store: want <path> or postgres <dsn>"},
+		},
+		{
+			"store file with block", "dcr {\n store /a.db {\n max_conns 2\n }\n}",
+			[]string{"a bbolt file takes no block"},
+		},
+		{
+			"store postgres unknown", "dcr {\n store postgres x {\n pool 2\n }\n}",
+			[]string{"unknown subdirective pool"},
+		},
+		{
+			"store postgres twice", "dcr {\n store postgres x {\n max_conns 2\n max_conns 3\n }\n}",
+			[]string{"max_conns given more than once"},
+		},
+		{
+			"store postgres max_conns zero", "dcr {\n store postgres x {\n max_conns 0\n }\n}",
+			[]string{"max_conns \"0\": want a positive integer", "Testfile:3"},
+		},
 		{"grant_types missing", "dcr {\n grant_types\n}", argc},
 		{"auth_methods missing", "dcr {\n auth_methods\n}", argc},
 		{"scopes missing", "dcr {\n scopes\n}", argc},

@@ -43,7 +43,8 @@ create are printed once and cannot be shown again.
 
 The admin endpoint is --address if given, else the one in the --config
 file, else localhost:2019. When dcr handlers use more than one store,
---store names the one to act on by its absolute path.
+--store names the one to act on by its absolute path, or a PostgreSQL
+store by its address without the password (postgres://user@host:port/db).
 `,
 		CobraFunc: func(cmd *cobra.Command) {
 			setupDCRCommand(cmd)

@@ -37,7 +37,7 @@ func (s *itServer) itCLI(t *testing.T, args ...string) string {
 func (s *itServer) itCLIErr(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	err := runDCR(itAdminAddress, append(args, "--store", s.store), &out)
+	err := runDCR(itAdminAddress, append(args, "--store", s.storeName(t)), &out)
 	adNoHashes(t, "caddy dcr "+strings.Join(args, " "), out.Bytes())
 	return out.String(), err
 }

@@ -55,7 +55,7 @@ func itLimFrom(s *itServer, ip string) *itServer {
 		}
 		return d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", port))
 	}
-	return &itServer{store: s.store, logFile: s.logFile, client: c}
+	return &itServer{store: s.store, pg: s.pg, logFile: s.logFile, client: c}
 }
 
 // itLimXFF is the header a trusted proxy adds for a client at ip.
@@ -712,8 +712,12 @@ func itLimUnload(t *testing.T) {
 
 // itLimAuditValues returns the raw values of the store's audit bucket.
 // Nothing may write the store meanwhile: this bypasses the lock protocol.
-func itLimAuditValues(t *testing.T, path string) [][]byte {
+func itLimAuditValues(t *testing.T, s *itServer) [][]byte {
 	t.Helper()
+	if s.pg {
+		return itPostgresRows(t, s.store, "SELECT record::text FROM dcr_audit ORDER BY seq")
+	}
+	path := s.store
 	opts := &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second}
 	db, err := bolt.Open(path, 0, opts)
 	if err != nil {
@@ -863,7 +867,7 @@ func TestIntegrationAuditTrail(t *testing.T) {
 		for _, v := range plain {
 			leaks = append(leaks, clientdb.HashSecret(v))
 		}
-		values := itLimAuditValues(t, s.store)
+		values := itLimAuditValues(t, s)
 		if len(values) != len(events)+1 {
 			t.Errorf("audit bucket holds %d values, want %d",
 				len(values), len(events)+1)

@@ -1,6 +1,7 @@
 package dcr
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -93,14 +94,24 @@ func (s *itServer) manageAsync(method, id, token, body string) (*itResponse, err
 		itManageHeaders(token, body, nil)...)
 }
 
-// reader returns a clientdb Reader on the server's store.
+// reader returns a clientdb Reader on the server's store, as another
+// process would open it.
 func (s *itServer) reader(t *testing.T) *clientdb.Reader {
 	t.Helper()
-	r, err := clientdb.OpenReader(s.store)
+	if s.rd != nil {
+		return s.rd
+	}
+	r, err := clientdb.Open(context.Background(), s.store)
 	if err != nil {
 		t.Fatalf("opening store: %v", err)
 	}
-	t.Cleanup(func() { r.Close() })
+	owner := t
+	if s.owner != nil {
+		// Kept for the whole test that started the server, so
+		// that its subtests share one pool.
+		owner, s.rd = s.owner, r
+	}
+	owner.Cleanup(func() { r.Close() })
 	return r
 }
 

@@ -370,7 +370,7 @@ func TestIntegrationPresetConfig(t *testing.T) {
 			for _, o := range tc.options {
 				opts.WriteString("\t\t" + o + "\n")
 			}
-			config := fmt.Sprintf(itCaddyfile, s.logFile, s.store, opts.String())
+			config := fmt.Sprintf(itCaddyfile, s.logFile, s.storeArgs(), opts.String())
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			err := storeLoadConfig(ctx, storeAdmin, config)

@@ -648,7 +648,9 @@ func TestHelperReader(t *testing.T) {
 	if db == "" {
 		t.Skip("runs only as a child process of the store tests")
 	}
-	r, err := clientdb.OpenReader(db)
+	// Open takes a file path or a PostgreSQL URL, as a backend's
+	// configuration would.
+	r, err := clientdb.Open(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"reflect"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/caddy-dcr/caddy-dcr/clientdb"
+	"github.com/caddy-dcr/caddy-dcr/internal/pgtest"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 )
@@ -40,7 +42,8 @@ import (
 const itSite = "http://localhost:9080"
 
 // itCaddyfile is the configuration every test loads. Its verbs fill in, in
-// order, the log file, the store file and the extra dcr subdirectives. The
+// order, the log file, the store's arguments (see itServer.storeArgs) and
+// the extra dcr subdirectives. The
 // named log takes only the dcr module's entries, so the logging test sees
 // exactly what the handler logs.
 const itCaddyfile = `{
@@ -57,7 +60,7 @@ const itCaddyfile = `{
 
 http://localhost:9080 {
 	dcr {
-		store %q
+		store %s
 %s	}
 	reverse_proxy localhost:9081
 }
@@ -69,9 +72,41 @@ http://localhost:9081 {
 
 // itServer is the running Caddy as one test configured it.
 type itServer struct {
-	store   string // the bbolt file of the dcr handler
+	store   string // the bbolt file, or the PostgreSQL DSN, of the store
+	pg      bool   // whether store is a PostgreSQL DSN
 	logFile string // JSON lines written by the dcr module logger
 	client  *http.Client
+
+	// rd is the Reader of the store, opened on first use and kept
+	// until owner, the test that started the server, ends.
+	rd    *clientdb.Reader
+	owner *testing.T
+}
+
+// itOnPostgres makes startDCR configure a new PostgreSQL database instead
+// of a bbolt file; TestIntegrationPostgres sets it while it runs the
+// suite. Integration tests never run in parallel, so one switch serves.
+var itOnPostgres bool
+
+// storeArgs returns the arguments of the store subdirective.
+func (s *itServer) storeArgs() string {
+	if s.pg {
+		return "postgres " + strconv.Quote(s.store)
+	}
+	return strconv.Quote(s.store)
+}
+
+// storeName returns the name under which the admin API knows the store.
+func (s *itServer) storeName(t *testing.T) string {
+	t.Helper()
+	if !s.pg {
+		return s.store
+	}
+	name, err := clientdb.PostgresName(s.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return name
 }
 
 // startDCR loads itCaddyfile with a fresh store and log file in the test's
@@ -84,6 +119,13 @@ func startDCR(t *testing.T, options ...string) *itServer {
 		store:   filepath.Join(dir, "clients.db"),
 		logFile: filepath.Join(dir, "dcr.log"),
 		client:  itClient(),
+		owner:   t,
+	}
+	if itOnPostgres {
+		// Registered after itUnloadAtEnd, so it runs before it: the
+		// database is dropped once Caddy no longer uses it.
+		s.store, s.pg = pgtest.Database(t), true
+		itUnloadAtEnd(t)
 	}
 	s.load(t, options...)
 	return s
@@ -119,7 +161,7 @@ func (s *itServer) load(t *testing.T, options ...string) {
 	for _, o := range itRateLimitOff(options) {
 		opts.WriteString("\t\t" + o + "\n")
 	}
-	config := fmt.Sprintf(itCaddyfile, s.logFile, s.store, opts.String())
+	config := fmt.Sprintf(itCaddyfile, s.logFile, s.storeArgs(), opts.String())
 
 	caddytest.NewTester(t).InitServer(config, "caddyfile")
 	if t.Failed() {
@@ -237,13 +279,8 @@ func (s *itServer) do(method, path string, body io.Reader,
 // same Reader another process would use.
 func (s *itServer) count(t *testing.T) int {
 	t.Helper()
-	r, err := clientdb.OpenReader(s.store)
-	if err != nil {
-		t.Fatalf("opening store: %v", err)
-	}
-	defer r.Close()
 	var n int
-	err = r.View(func(tx clientdb.Tx) error {
+	err := s.reader(t).View(func(tx clientdb.Tx) error {
 		n = tx.Count()
 		return nil
 	})
@@ -256,21 +293,20 @@ func (s *itServer) count(t *testing.T) int {
 // lookup returns the stored client with the given ID.
 func (s *itServer) lookup(t *testing.T, id string) *clientdb.Client {
 	t.Helper()
-	r, err := clientdb.OpenReader(s.store)
-	if err != nil {
-		t.Fatalf("opening store: %v", err)
-	}
-	defer r.Close()
-	c, err := r.Lookup(id)
+	c, err := s.reader(t).Lookup(id)
 	if err != nil {
 		t.Fatalf("looking up client %q: %v", id, err)
 	}
 	return c
 }
 
-// fileBytes returns the raw bytes of the store file.
+// fileBytes returns the raw bytes of the store file, or the text of every
+// row of a PostgreSQL store.
 func (s *itServer) fileBytes(t *testing.T) []byte {
 	t.Helper()
+	if s.pg {
+		return itPostgresDump(t, s.store)
+	}
 	b, err := os.ReadFile(s.store)
 	if err != nil {
 		t.Fatalf("reading store file: %v", err)

@@ -40,13 +40,9 @@ func itIATBearer(token string) string {
 func itIATMint(t *testing.T, s *itServer,
 	spec clientdb.InitialTokenSpec) (string, *clientdb.InitialToken) {
 	t.Helper()
-	w, err := clientdb.NewWriter(s.store)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeWait)
 	defer cancel()
-	token, info, err := w.CreateInitialToken(ctx, spec, time.Now())
+	token, info, err := s.writer(t).CreateInitialToken(ctx, spec, time.Now())
 	if err != nil {
 		t.Fatalf("creating initial access token: %v", err)
 	}
@@ -56,13 +52,9 @@ func itIATMint(t *testing.T, s *itServer,
 // itIATRevoke revokes token id on the server's store.
 func itIATRevoke(t *testing.T, s *itServer, id string) {
 	t.Helper()
-	w, err := clientdb.NewWriter(s.store)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeWait)
 	defer cancel()
-	if _, err := w.RevokeInitialToken(ctx, id, time.Now()); err != nil {
+	if _, err := s.writer(t).RevokeInitialToken(ctx, id, time.Now()); err != nil {
 		t.Fatalf("revoking initial access token %q: %v", id, err)
 	}
 }

@@ -118,6 +118,11 @@ func (p *PostgresStore) validate() error {
 func (h *Handler) parseStore(d *caddyfile.Dispenser) error {
 	args := d.RemainingArgs()
 	switch {
+	case len(args) == 0:
+		return d.ArgErr()
+	case len(args) == 1 && args[0] == "postgres":
+		return d.Err("store: want <path> or postgres <dsn>, got postgres " +
+			"without a DSN (write a file named postgres as ./postgres)")
 	case len(args) == 1:
 		h.Store = args[0]
 		if d.NextBlock(d.Nesting()) {

@@ -51,6 +51,10 @@ type sharedStore struct {
 
 	// postgres is the database of a PostgreSQL store, else nil.
 	postgres *clientdb.Postgres
+
+	// busy counts the operations running on the store, so that a pool
+	// no config uses any more is closed once they are done.
+	busy atomic.Int64
 	cache  clientCache
 
 	// usage is the use of clients not yet written. It lives with the
@@ -176,14 +180,24 @@ func releaseStore(key string) error {
 
 // Destruct implements caddy.Destructor, when no loaded config uses the
 // store any more. A bbolt writer holds no resources while idle and stays
-// usable. A PostgreSQL pool is closed only after storeWait, so that the
-// requests an old config instance still serves after its Cleanup
-// complete normally.
+// usable. A PostgreSQL pool is closed once the operations running on it
+// end, so that the requests an old config instance still serves after its
+// Cleanup complete normally.
 func (s *sharedStore) Destruct() error {
 	if s.postgres != nil {
-		time.AfterFunc(storeWait, func() { s.postgres.Close() })
+		go s.closeWhenIdle()
 	}
 	return nil
+}
+
+// closeWhenIdle closes the PostgreSQL pool when no operation runs on it,
+// or after storeWait at the latest.
+func (s *sharedStore) closeWhenIdle() {
+	deadline := time.Now().Add(storeWait)
+	for s.busy.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.postgres.Close()
 }
 
 // newSharedStore wraps db; cached says whether lookups may be cached.
@@ -200,6 +214,8 @@ func newSharedStore(db clientdb.Store, name string, cached bool) *sharedStore {
 // Update runs fn in a read-write transaction and returns once the change
 // is durable.
 func (s *sharedStore) Update(ctx context.Context, fn func(clientdb.Tx) error) error {
+	s.busy.Add(1)
+	defer s.busy.Add(-1)
 	return s.checked(s.db.Update(ctx, fn))
 }
 
@@ -212,6 +228,8 @@ func (s *sharedStore) Create(ctx context.Context, c *clientdb.Client) error {
 
 // View runs fn in a read-only transaction.
 func (s *sharedStore) View(fn func(clientdb.Tx) error) error {
+	s.busy.Add(1)
+	defer s.busy.Add(-1)
 	return s.checked(s.db.View(fn))
 }
 
@@ -219,6 +237,8 @@ func (s *sharedStore) View(fn func(clientdb.Tx) error) error {
 // (see clientdb.Store.Lead).
 func (s *sharedStore) Lead(ctx context.Context, job string,
 	fn func(context.Context) error) (bool, error) {
+	s.busy.Add(1)
+	defer s.busy.Add(-1)
 	ran, err := s.db.Lead(ctx, job, fn)
 	return ran, s.checked(err)
 }
