@@ -1078,12 +1078,13 @@ func storeCheckLog(t *testing.T, file string) {
 	}
 }
 
-// storeCheckClients opens the store at db as another process would,
+// storeCheckClients opens the store at db (a file path or a PostgreSQL
+// URL) as another process would,
 // checks that every client in created is there with its secret, and
 // returns how many clients the store holds.
 func storeCheckClients(t *testing.T, db string, created []storeReg) int {
 	t.Helper()
-	r, err := clientdb.OpenReader(db)
+	r, err := clientdb.Open(context.Background(), db)
 	if err != nil {
 		t.Fatal(err)
 	}
