@@ -54,8 +54,8 @@ type sharedStore struct {
 
 	// busy counts the operations running on the store, so that a pool
 	// no config uses any more is closed once they are done.
-	busy atomic.Int64
-	cache  clientCache
+	busy  atomic.Int64
+	cache clientCache
 
 	// usage is the use of clients not yet written. It lives with the
 	// store, not the handler, so that after a reload the new handler's
