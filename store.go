@@ -54,7 +54,9 @@ type sharedStore struct {
 
 	// busy counts the operations running on the store, so that a pool
 	// no config uses any more is closed once they are done.
-	busy  atomic.Int64
+	busy atomic.Int64
+
+	// cache holds recent lookups when cached is set.
 	cache clientCache
 
 	// usage is the use of clients not yet written. It lives with the
