@@ -10,6 +10,9 @@
 #   registration + a reader process
 #   token request through enforcement  vs the same request through a plain
 #                                         reverse_proxy to the same backend
+#   registration, PostgreSQL store     vs static, and vs the bbolt store
+#                                         (needs PostgreSQL's initdb and
+#                                         pg_ctl; skipped without them)
 #
 # It also reports Caddy's start-up time (launch to the first 201 from the
 # large store) and its resident memory before and after the large-store
@@ -17,6 +20,7 @@
 #
 #   bash bench/run.sh            # 10 s per scenario, 32 connections
 #   DURATION=5s CONNS=16 SEED=100000 bash bench/run.sh
+#   PG_BIN=/usr/lib/postgresql/15/bin PG_PORT=54339 bash bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +35,37 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
+
+# A private PostgreSQL server for the PostgreSQL store's scenario, with
+# its defaults (fsync and synchronous_commit on), run as the postgres user
+# when we are root, as PostgreSQL refuses to run as root.
+PG_PORT=${PG_PORT:-54339}
+pg_bin=${PG_BIN:-}
+if [ -z "$pg_bin" ] && command -v initdb >/dev/null; then
+	pg_bin=$(dirname "$(readlink -f "$(command -v initdb)")")
+fi
+if [ -z "$pg_bin" ]; then
+	pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+fi
+pg_as_owner() {
+	if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+pg_dsn=
+if [ -n "$pg_bin" ] && [ -x "$pg_bin/pg_ctl" ]; then
+	mkdir -p "$work/pg"
+	[ "$(id -u)" -ne 0 ] || chown postgres: "$work/pg"
+	chmod 755 "$work"
+	pg_as_owner "$pg_bin/initdb" -D "$work/pg/data" -U postgres -A trust \
+		--no-sync > "$work/pg/initdb.log"
+	pg_as_owner "$pg_bin/pg_ctl" start -D "$work/pg/data" -w -l "$work/pg/log" \
+		-o "-p $PG_PORT -k $work/pg -c listen_addresses=127.0.0.1 -c max_connections=200" \
+		> /dev/null
+	pg_stop() { pg_as_owner "$pg_bin/pg_ctl" stop -D "$work/pg/data" -m fast > /dev/null || true; }
+	trap 'pg_stop; cleanup' EXIT
+	pg_dsn="postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
+else
+	echo "no PostgreSQL binaries (set PG_BIN): the PostgreSQL scenario is skipped" >&2
+fi
 
 go build -o "$work/caddy" ./cmd/caddy
 go build -o "$work/load" ./bench/load
@@ -76,6 +111,21 @@ http://127.0.0.1:8122 {
 	}
 }
 CADDY
+if [ -n "$pg_dsn" ]; then
+	# The pool is as large as the load's connections, so that every
+	# request has a connection and commits can share WAL flushes.
+	cat >> "$work/Caddyfile" <<CADDY
+# The same registration endpoint on the PostgreSQL store.
+http://127.0.0.1:8123 {
+	dcr {
+		store postgres "$pg_dsn" {
+			max_conns $CONNS
+		}
+		rate_limit off
+	}
+}
+CADDY
+fi
 started=$(date +%s%N)
 "$work/caddy" run --config "$work/Caddyfile" > "$work/caddy.log" 2>&1 &
 caddy_pid=$!
@@ -136,6 +186,10 @@ pids+=($rp)
 r2=$(run -label register+reader -url "$base/register")
 wait "$rp"
 reader=$(cat "$work/reader.out")
+rpg=
+if [ -n "$pg_dsn" ]; then
+	rpg=$(run -label register-postgres -url http://127.0.0.1:8123/register)
+fi
 pb=$(run -label proxy-token -status 200 -type application/x-www-form-urlencoded \
 	-body "$form" -H "Authorization: Basic $basic" \
 	-url http://127.0.0.1:8121/oauth/token)
@@ -145,6 +199,9 @@ pe=$(run -label enforced-token -status 200 -type application/x-www-form-urlencod
 printf '%s\n' "$b"
 printf '%s\tratio=%s\n' "$r1" "$(ratio "$r1" "$b")"
 printf '%s\tratio=%s\tvs-empty=%s\n' "$rbig" "$(ratio "$rbig" "$b")" "$(ratio "$rbig" "$r1")"
+if [ -n "$rpg" ]; then
+	printf '%s\tratio=%s\tvs-bbolt=%s\n' "$rpg" "$(ratio "$rpg" "$b")" "$(ratio "$rpg" "$r1")"
+fi
 printf '%s\tratio=%s\n' "$rd" "$(ratio "$rd" "$b")"
 printf '%s\tratio=%s\n' "$r2" "$(ratio "$r2" "$b")"
 printf '%s\n' "$reader"
