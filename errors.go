@@ -74,6 +74,16 @@ func requestError(status int, rule, description string) *protoError {
 // storeError is the answer when the client store fails: the client may
 // try again shortly.
 func storeError(err error) *protoError {
+	if errors.Is(err, clientdb.ErrUnstorable) {
+		// Every other member is checked before the store sees it;
+		// raw JSON members are stored as sent.
+		return &protoError{
+			Status:      http.StatusBadRequest,
+			Code:        codeInvalidClientMetadata,
+			Description: "a JSON member holds U+0000 or an unpaired surrogate",
+			Rule:        "unstorable",
+		}
+	}
 	return &protoError{
 		Status:      http.StatusServiceUnavailable,
 		Code:        codeServerError,

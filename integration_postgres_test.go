@@ -71,6 +71,7 @@ var itStoreSuite = []struct {
 	{"OIDCFullRegistration", TestIntegrationOIDCFullRegistration},
 	{"StatementUpdate", TestIntegrationStatementUpdate},
 	{"AssertionJWKS", TestIntegrationAssertionJWKS},
+	{"UnstorableJWKS", TestIntegrationUnstorableJWKS},
 }
 
 // TestIntegrationPostgres runs itStoreSuite with a PostgreSQL store, a new

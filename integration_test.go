@@ -1639,3 +1639,21 @@ func TestIntegrationLogging(t *testing.T) {
 		}
 	}
 }
+
+// TestIntegrationUnstorableJWKS registers a JWKS whose key carries a
+// member with U+0000 or an unpaired surrogate, which the key parser
+// ignores but PostgreSQL cannot store: both stores refuse it alike.
+func TestIntegrationUnstorableJWKS(t *testing.T) {
+	s := startDCR(t, "auth_methods client_secret_basic private_key_jwt")
+	jwks, _ := itJWKS(t)
+	for _, tc := range []struct{ name, value string }{
+		{"nul", `"a\u0000b"`},
+		{"unpaired surrogate", `"a\ud800b"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := strings.Replace(jwks, `"kid":`, `"note":`+tc.value+`,"kid":`, 1)
+			s.postRefused(t, itReg(`"token_endpoint_auth_method":"private_key_jwt",`+
+				`"jwks":`+bad), itRefusal{400, "invalid_client_metadata", "U+0000"})
+		})
+	}
+}

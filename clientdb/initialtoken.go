@@ -8,8 +8,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
@@ -153,6 +156,14 @@ func (s *InitialTokenSpec) validate(now time.Time) error {
 		// JSON would replace the invalid bytes without a word.
 		return errors.New("creating initial access token: " +
 			"label is not valid UTF-8")
+	case strings.ContainsFunc(s.Label, unicode.IsControl):
+		// PostgreSQL's text holds no U+0000, and a listing shows
+		// labels on a terminal.
+		return errors.New("creating initial access token: " +
+			"label contains control characters")
+	case s.MaxUses > math.MaxInt32:
+		return fmt.Errorf("creating initial access token: "+
+			"max uses %d is above %d", s.MaxUses, math.MaxInt32)
 	case !s.ExpiresAt.IsZero() && s.ExpiresAt.Unix() <= now.Unix():
 		// Compared in the seconds that are stored: an expiry within the
 		// current second would make a token that is born expired.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/puddle/v2"
 )
 
 // ErrUnavailable is returned, wrapping the driver's error, when the
@@ -216,6 +218,13 @@ func (p *Postgres) update(ctx context.Context, fn func(Tx) error) error {
 		return err
 	}
 	tx, err := p.pool.Begin(ctx)
+	if err != nil && unavailable(err) && ctx.Err() == nil {
+		// A connection that died with a server restart fails at
+		// BEGIN; fn has not run, so one more try on a fresh
+		// connection is safe.
+		p.pool.Reset()
+		tx, err = p.pool.Begin(ctx)
+	}
 	if err != nil {
 		return p.wrap("starting transaction", err)
 	}
@@ -312,19 +321,25 @@ func retryable(err error) bool {
 // the server could not be reached or turned the work away.
 func (p *Postgres) wrap(doing string, err error) error {
 	if unavailable(err) {
+		if !errors.Is(err, context.DeadlineExceeded) {
+			// The pool checks only connections idle for a second
+			// before it hands them out: after a server restart the
+			// others are dead, and each would fail one request.
+			p.pool.Reset()
+		}
 		return fmt.Errorf("%s in %s: %w: %w", doing, p.name, ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s in %s: %w", doing, p.name, err)
 }
 
 // unavailable reports whether err means the server is out of reach for
-// now rather than that the statement was wrong.
+// now rather than that the statement or a value was wrong.
 func unavailable(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return true
-	}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &pgErr):
 		switch pgErr.Code[:2] {
 		case "08", // connection exception
 			"53", // insufficient resources: too many connections
@@ -332,8 +347,12 @@ func unavailable(err error) bool {
 			return true
 		}
 		return false
+	case errors.Is(err, context.DeadlineExceeded), pgconn.Timeout(err),
+		errors.As(err, &connectErr), errors.As(err, &netErr),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, pgconn.ErrConnClosed),
+		errors.Is(err, puddle.ErrClosedPool):
+		return true
 	}
-	// Errors without a SQLSTATE come from the connection itself:
-	// refused, reset, timed out or closed.
-	return !errors.Is(err, context.Canceled)
+	return false
 }

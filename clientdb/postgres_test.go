@@ -489,11 +489,6 @@ func TestPostgresOutage(t *testing.T) {
 
 	// The same handles work again once the server is back.
 	srv.Start(t)
-	t.Skip("bug: the pool keeps connections the server closed, and " +
-		"pgxpool checks only those idle over a second, so the first " +
-		"Update and View after a quick restart fail with " +
-		"ErrUnavailable (SQLSTATE 57P01); fix: Postgres.wrap resets " +
-		"the pool on a connection failure, update begins once more")
 	ctCreate(t, p, ctClient("after"))
 	for _, id := range []string{"before", "after"} {
 		if _, err := r.Lookup(id); err != nil {
@@ -668,11 +663,6 @@ func TestPostgresTokenRow(t *testing.T) {
 }
 
 func TestPostgresBadValueNotUnavailable(t *testing.T) {
-	t.Skip("bug: unavailable() calls every error without a SQLSTATE " +
-		"unavailable, so a value the driver cannot encode (max uses " +
-		"above int4) reads as an outage that a retry would cure, " +
-		"and the bbolt store takes the value the column cannot")
-
 	dsn := pgtest.Database(t)
 	p := pgOpen(t, dsn, PostgresOptions{})
 	_, _, err := p.CreateInitialToken(t.Context(),

@@ -241,6 +241,9 @@ func clientColumns(c *Client) ([]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding client %q: %w", c.ID, err)
 	}
+	if !storable(record) {
+		return nil, ErrUnstorable
+	}
 	m := &c.Metadata
 	var secretExpires any
 	if c.SecretHash != "" {

@@ -169,6 +169,13 @@ func (t *boltTx) Put(c *Client) error {
 		// An ID is never issued again once deleted.
 		return ErrDeleted
 	}
+	if b.Get([]byte(c.ID)) == nil {
+		// A new ID: counted as Create counts it.
+		if err := t.put(b, c); err != nil {
+			return err
+		}
+		return t.adjustLive(1)
+	}
 	return t.put(b, c)
 }
 
@@ -188,6 +195,9 @@ func (t *boltTx) put(b *bolt.Bucket, c *Client) error {
 	v, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("encoding client %q: %w", c.ID, err)
+	}
+	if !storable(v) {
+		return ErrUnstorable
 	}
 	if err := b.Put([]byte(c.ID), v); err != nil {
 		return fmt.Errorf("storing client %q: %w", c.ID, err)
