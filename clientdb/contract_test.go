@@ -45,6 +45,13 @@ func TestContract(t *testing.T) {
 		{"error rolls back", ctRollback},
 		{"read-only writes fail", ctReadOnly},
 		{"values postgres cannot hold", ctUnstorable},
+		{"outbox order", ctOutboxOrder},
+		{"outbox payloads", ctOutboxPayloads},
+		{"outbox bounds", ctOutboxBounds},
+		{"outbox ack", ctOutboxAck},
+		{"outbox sweep", ctOutboxSweep},
+		{"outbox rollback", ctOutboxRollback},
+		{"outbox concurrent updates", ctOutboxConcurrent},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1503,6 +1510,7 @@ type ctState struct {
 	Tombstones map[string]*Tombstone
 	Events     []Event
 	Tokens     []*InitialToken
+	Outbox     []OutboxEntry // of queue ctFixtureQueue
 }
 
 // ctSnapshot reads the state of the store, with the tombstones of ids.
@@ -1533,12 +1541,17 @@ func ctSnapshot(t *testing.T, r *Reader, ids ...string) ctState {
 	if st.Tokens, err = r.InitialTokens(); err != nil {
 		t.Fatalf("InitialTokens: %v", err)
 	}
+	st.Outbox = ctPending(t, r, ctFixtureQueue, 100)
 	return st
 }
 
+// ctFixtureQueue is the outbox queue ctFixture fills.
+const ctFixtureQueue = "fixture"
+
 // ctFixture fills a store with one of everything a change can touch: a
-// client "keep", a client "spare", a tombstone "dead", an audit event
-// and an initial access token, whose plaintext and ID it returns.
+// client "keep", a client "spare", a tombstone "dead", an audit event, an
+// entry in outbox queue ctFixtureQueue and an initial access token, whose
+// plaintext and ID it returns.
 func ctFixture(t *testing.T, s Store) (token, tokenID string) {
 	t.Helper()
 	ctCreate(t, s, ctClient("keep"), ctClient("spare"), ctClient("dead"))
@@ -1547,6 +1560,7 @@ func ctFixture(t *testing.T, s Store) (token, tokenID string) {
 		return tx.AppendEvent(&Event{Time: ctBase + 1, Op: OpDelete,
 			Actor: ActorOperator, ClientID: "dead"})
 	})
+	ctEnqueue(t, s, ctFixtureQueue, "fixture entry", 1)
 	token, info := ctNewToken(t, s, InitialTokenSpec{MaxUses: 3}, 0)
 	return token, info.ID
 }
@@ -1558,6 +1572,9 @@ var ctFixtureIDs = []string{"keep", "spare", "dead", "new"}
 func ctRollback(t *testing.T, s Store, r *Reader) {
 	token, tokenID := ctFixture(t, s)
 	before := ctSnapshot(t, r, ctFixtureIDs...)
+	if len(before.Outbox) != 1 {
+		t.Fatalf("fixture outbox = %+v, want one entry", before.Outbox)
+	}
 
 	boom := errors.New("boom")
 	steps := []struct {
@@ -1614,6 +1631,20 @@ func ctRollback(t *testing.T, s Store, r *Reader) {
 			}
 			return err
 		}},
+		{"Enqueue", func(tx Tx) error {
+			_, err := tx.Enqueue(ctFixtureQueue, []byte("new"), ctAt(2))
+			return err
+		}},
+		{"Ack", func(tx Tx) error {
+			return tx.Ack(ctFixtureQueue, before.Outbox[0].Seq)
+		}},
+		{"SweepOutbox", func(tx Tx) error {
+			n, err := tx.SweepOutbox(ctAt(100), 10)
+			if err == nil && n != 1 {
+				err = fmt.Errorf("swept %d, want 1", n)
+			}
+			return err
+		}},
 	}
 	err := s.Update(t.Context(), func(tx Tx) error {
 		for _, step := range steps {
@@ -1637,6 +1668,9 @@ func ctRollback(t *testing.T, s Store, r *Reader) {
 func ctReadOnly(t *testing.T, s Store, r *Reader) {
 	token, tokenID := ctFixture(t, s)
 	before := ctSnapshot(t, r, ctFixtureIDs...)
+	if len(before.Outbox) != 1 {
+		t.Fatalf("fixture outbox = %+v, want one entry", before.Outbox)
+	}
 
 	// Each writing method, on clients that let it write.
 	ops := []struct {
@@ -1682,6 +1716,17 @@ func ctReadOnly(t *testing.T, s Store, r *Reader) {
 		}},
 		{"RevokeInitialToken", func(tx Tx) error {
 			_, err := tx.RevokeInitialToken(tokenID, ctAt(2))
+			return err
+		}},
+		{"Enqueue", func(tx Tx) error {
+			_, err := tx.Enqueue(ctFixtureQueue, []byte("new"), ctAt(2))
+			return err
+		}},
+		{"Ack", func(tx Tx) error {
+			return tx.Ack(ctFixtureQueue, before.Outbox[0].Seq)
+		}},
+		{"SweepOutbox", func(tx Tx) error {
+			_, err := tx.SweepOutbox(ctAt(100), 10)
 			return err
 		}},
 	}

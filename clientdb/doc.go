@@ -34,7 +34,10 @@
 // [Tombstone], and "tombstone_expiry" indexes them by deletion time.
 // Bucket "initial_tokens" maps the ID of an issued initial access token to
 // an [InitialToken], and "initial_token_hashes" maps the token's hash to
-// its ID. Bucket "meta" holds key "schema_version", currently "1"; buckets
+// its ID. Bucket "outbox" holds one nested bucket per queue of
+// [Tx.Enqueue], mapping each entry's 8-byte big-endian Seq to its 8-byte
+// big-endian Unix time followed by the payload; it is created by the first
+// Enqueue. Bucket "meta" holds key "schema_version", currently "1"; buckets
 // added since then are created on the next write, and a store without them
 // reads as empty.
 // Readers in other languages follow the same protocol with their own bbolt

@@ -9,7 +9,7 @@ import (
 
 // PostgresSchemaVersion is the version of the PostgreSQL schema this
 // package reads and writes, recorded in table dcr_schema.
-const PostgresSchemaVersion = 1
+const PostgresSchemaVersion = 2
 
 // migrations are the statements that bring the schema from version i to
 // version i+1. A released migration is never edited; a change to the
@@ -63,6 +63,19 @@ var migrations = []string{
 		record jsonb NOT NULL
 	);
 	CREATE INDEX dcr_audit_at ON dcr_audit (at);`,
+
+	// 2: the outbox, durable queues of opaque payloads such as the
+	// events of hooks. Seq is shared by all queues; queue names sort
+	// bytewise, as in bbolt. Consumers read a queue in seq order and
+	// sweepers the whole table in time order, hence the two indexes.
+	`CREATE TABLE dcr_outbox (
+		seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+		queue text COLLATE "C" NOT NULL,
+		at timestamptz NOT NULL,
+		payload bytea NOT NULL
+	);
+	CREATE INDEX dcr_outbox_queue ON dcr_outbox (queue, seq);
+	CREATE INDEX dcr_outbox_at ON dcr_outbox (at);`,
 }
 
 // migrate brings the schema up to PostgresSchemaVersion under an advisory

@@ -262,8 +262,13 @@ func TestPostgresReaderUnprepared(t *testing.T) {
 		if _, err := tx.InitialToken("x"); !errors.Is(err, ErrTokenNotFound) {
 			t.Errorf("InitialToken = %v, want ErrTokenNotFound", err)
 		}
-		if tx.HasTombstonesBefore(ctAt(0)) || tx.HasEventsBefore(ctAt(0)) {
-			t.Error("HasTombstonesBefore or HasEventsBefore = true")
+		if tx.HasTombstonesBefore(ctAt(0)) || tx.HasEventsBefore(ctAt(0)) ||
+			tx.HasOutboxBefore(ctAt(0)) {
+			t.Error("HasTombstonesBefore, HasEventsBefore or " +
+				"HasOutboxBefore = true")
+		}
+		if got, err := tx.Pending("hooks", 10); err != nil || len(got) != 0 {
+			t.Errorf("Pending = %d entries, %v; want none", len(got), err)
 		}
 		return nil
 	})

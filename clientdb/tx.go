@@ -143,6 +143,49 @@ type Tx interface {
 	// transaction.
 	RevokeInitialToken(id string, now time.Time) (
 		*InitialToken, error)
+
+	// Enqueue appends payload to the outbox queue named queue, stamped
+	// with now in whole seconds, and returns the entry's Seq. The entry is
+	// stored in the caller's transaction, so it is durable exactly when
+	// the change it belongs to is; a Seq returned by a run of an Update
+	// that is not committed names nothing. The payload is copied.
+	//
+	// It returns [ErrOutboxInvalid] for a queue name that is empty, longer
+	// than [MaxQueueName] bytes, not UTF-8 or holding U+0000, and for a
+	// payload larger than [MaxOutboxPayload] bytes. It fails on a
+	// read-only transaction.
+	Enqueue(queue string, payload []byte, now time.Time) (uint64, error)
+
+	// Pending returns up to limit of the oldest entries of queue, in Seq
+	// order, without removing them; none for an unknown queue or a limit
+	// below 1. Each payload is the caller's to keep. Entries stay until
+	// [Tx.Ack] removes them, so a consumer that fails between delivering
+	// and acking delivers again: at least once. Nothing marks an entry as
+	// taken, so concurrent consumers of one queue see the same entries:
+	// run one consumer per queue, under [Store.Lead] on a shared store.
+	//
+	// On PostgreSQL, Seq is taken when the row is inserted, so an entry
+	// that a concurrent transaction commits later can have a lower Seq
+	// than entries a previous call returned.
+	Pending(queue string, limit int) ([]OutboxEntry, error)
+
+	// Ack removes the entry seq from queue. Acking an entry that is not
+	// there, already acked or swept, is not an error. It fails on a
+	// read-only transaction.
+	Ack(queue string, seq uint64) error
+
+	// SweepOutbox removes up to limit entries enqueued before cutoff, of
+	// any queue, oldest first (by Time, then Seq), and returns how many it
+	// removed. The bbolt store compares only the first entry of each
+	// queue, taking entries to be enqueued in time order; after the clock
+	// steps back, it may keep an old entry behind a newer one for longer
+	// than PostgreSQL does.
+	SweepOutbox(cutoff time.Time, limit int) (int, error)
+
+	// HasOutboxBefore reports whether any entry of any queue was enqueued
+	// before cutoff, so that a sweeper can skip a write when there is
+	// nothing to do.
+	HasOutboxBefore(cutoff time.Time) bool
 }
 
 // Interface guards
