@@ -1,11 +1,13 @@
 package dcr
 
 import (
+	"encoding/json"
 	"strconv"
 
 	"github.com/dustin/go-humanize"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -77,10 +79,15 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			client_name_header <name>
 //			client_type_header <name>
 //		}
+//		policy <module> [<args...>] [{ ... }]
+//		hook   <module> [<args...>] [{ ... }]
 //	}
 //
 // Every subdirective is optional and may appear once, except
-// software_statement, which is given once per trusted issuer.
+// software_statement, which is given once per trusted issuer, and policy
+// and hook, given once per module in the order they run. A policy or hook
+// module parses the rest of its line and its block itself: see
+// PolicyExpression, PolicyReservedNames and Webhook.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	if d.NextArg() {
@@ -90,7 +97,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	seen := make(map[string]bool)
 	for d.NextBlock(0) {
 		name := d.Val()
-		if seen[name] && name != "software_statement" {
+		if seen[name] && !repeatable[name] {
 			return d.Errf("subdirective %s given more than once", name)
 		}
 		seen[name] = true
@@ -161,6 +168,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.CORSOrigins, err = someArgs(d)
 		case "audit_retention":
 			h.AuditRetention, err = duration(d, name)
+		case "policy":
+			var raw json.RawMessage
+			raw, err = parseGuest(d, "policy", "dcr.policies.")
+			h.PoliciesRaw = append(h.PoliciesRaw, raw)
+		case "hook":
+			var raw json.RawMessage
+			raw, err = parseGuest(d, "hook", "dcr.hooks.")
+			h.HooksRaw = append(h.HooksRaw, raw)
 		default:
 			return d.Errf("unknown subdirective %s", name)
 		}
@@ -169,6 +184,34 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		}
 	}
 	return nil
+}
+
+// repeatable are the subdirectives that may be given more than once.
+var repeatable = map[string]bool{
+	"software_statement": true,
+	"policy":             true,
+	"hook":               true,
+}
+
+// parseGuest parses "<kind> <module> [args...] [{ ... }]" into the JSON of
+// the named module in the namespace that prefix starts, with the module's
+// own Caddyfile parser, which receives the tokens from the module name on.
+func parseGuest(d *caddyfile.Dispenser, kind, prefix string) (json.RawMessage, error) {
+	if !d.NextArg() {
+		return nil, d.Errf("%s: name the module, such as %s", kind, guestExample[kind])
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, prefix+name)
+	if err != nil {
+		return nil, err
+	}
+	return caddyconfig.JSONModuleObject(unm, kind, name, nil), nil
+}
+
+// guestExample names a built-in module of each kind, for error messages.
+var guestExample = map[string]string{
+	"policy": "expression or reserved_names",
+	"hook":   "webhook",
 }
 
 // parseEnforce parses the enforce block.

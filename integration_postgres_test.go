@@ -72,6 +72,10 @@ var itStoreSuite = []struct {
 	{"StatementUpdate", TestIntegrationStatementUpdate},
 	{"AssertionJWKS", TestIntegrationAssertionJWKS},
 	{"UnstorableJWKS", TestIntegrationUnstorableJWKS},
+	{"Policies", TestIntegrationPolicies},
+	{"HooksWebhook", TestIntegrationHooksWebhook},
+	{"HooksWithoutSecret", TestIntegrationHooksWithoutSecret},
+	{"HooksAdminAndExpiry", TestIntegrationHooksAdminAndExpiry},
 }
 
 // TestIntegrationPostgres runs itStoreSuite with a PostgreSQL store, a new

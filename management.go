@@ -128,7 +128,7 @@ func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string
 	// access token if it had one, holds for every update too.
 	req, perr := h.readUpdate(w, r, c)
 	if perr == nil {
-		perr = h.vetMetadata(r, &req.Metadata, c.Policy)
+		perr = h.vetMetadata(r, &req.Metadata, c.Policy, OperationUpdate, id)
 	}
 	if perr != nil {
 		h.manageFailed(w, r, "update", id, perr)
@@ -165,7 +165,7 @@ func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string
 		}
 		ev := &clientdb.Event{Time: now.Unix(), Op: clientdb.OpUpdate,
 			Actor: clientdb.ActorClient, ClientID: id, ClientIP: clientIP(r)}
-		if err := tx.AppendEvent(ev); err != nil {
+		if err := recordEvent(tx, h.hooks, ev, ""); err != nil {
 			return err
 		}
 		if secret == "" {
@@ -173,7 +173,7 @@ func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string
 		}
 		rot := *ev
 		rot.Op = clientdb.OpRotateSecret
-		return tx.AppendEvent(&rot)
+		return recordEvent(tx, h.hooks, &rot, "")
 	})
 	if err != nil {
 		h.manageFailed(w, r, "update", id, err)
@@ -327,8 +327,9 @@ func (h *Handler) deleteClient(w http.ResponseWriter, r *http.Request, id string
 		if err := tx.Delete(id, clientdb.ReasonDeleted, now); err != nil {
 			return err
 		}
-		return tx.AppendEvent(&clientdb.Event{Time: now.Unix(), Op: clientdb.OpDelete,
-			Actor: clientdb.ActorClient, ClientID: id, ClientIP: clientIP(r)})
+		return recordEvent(tx, h.hooks, &clientdb.Event{Time: now.Unix(),
+			Op: clientdb.OpDelete, Actor: clientdb.ActorClient, ClientID: id,
+			ClientIP: clientIP(r)}, "")
 	})
 	if err != nil {
 		h.manageFailed(w, r, "delete", id, err)

@@ -23,6 +23,7 @@ type dcrMetrics struct {
 	management    *prometheus.CounterVec
 	rateLimit     prometheus.Counter
 	dropped       prometheus.Counter
+	hooks         *prometheus.CounterVec
 	clients       *clientsCollector
 	commitSeconds prometheus.Histogram
 	commitChanges prometheus.Histogram
@@ -41,6 +42,7 @@ var (
 	registrationOutcomes = []string{"created", "refused", "failed"}
 	managementOps        = []string{"read", "update", "delete"}
 	managementOutcomes   = []string{"ok", "refused", "failed"}
+	hookOutcomes         = []string{"delivered", "failed", "dropped"}
 
 	// errorCodes are the OAuth 2.0 error codes the module answers with,
 	// from RFC 7591, RFC 7592 and RFC 6750.
@@ -92,6 +94,14 @@ func newDCRMetrics() *dcrMetrics {
 				"because too many waited to be written.",
 		}),
 
+		hooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns,
+			Subsystem: sub,
+			Name:      "hook_deliveries_total",
+			Help: "Number of attempts to deliver events to hooks, by the " +
+				"hook's module name and outcome.",
+		}, []string{"hook", "outcome"}),
+
 		clients: newClientsCollector(storePaths),
 
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -133,6 +143,7 @@ func (m *dcrMetrics) collectors() []prometheus.Collector {
 		m.management,
 		m.rateLimit,
 		m.dropped,
+		m.hooks,
 		m.clients,
 		m.commitSeconds,
 		m.commitChanges,
@@ -191,6 +202,13 @@ func (m *dcrMetrics) rateLimited() {
 // auditDropped counts one audit event dropped from a full buffer.
 func (m *dcrMetrics) auditDropped() {
 	m.dropped.Inc()
+}
+
+// hookDelivery counts one attempt to deliver an event to a hook. hook is
+// the hook's module name, which the configuration chooses among the
+// modules built in; outcome is "delivered", "failed" or "dropped".
+func (m *dcrMetrics) hookDelivery(hook, outcome string) {
+	m.hooks.WithLabelValues(hook, clamp(outcome, hookOutcomes)).Inc()
 }
 
 // observeCommit records one group commit to a store: the number of changes

@@ -7,6 +7,7 @@ package dcr
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -230,6 +231,25 @@ type Handler struct {
 	// background sweeper removes older ones. Default: 720h (30 days).
 	TombstoneTTL caddy.Duration `json:"tombstone_ttl,omitempty"`
 
+	// PoliciesRaw are policy modules (namespace dcr.policies) that vet
+	// every registration and RFC 7592 update after the built-in rules,
+	// in the order listed; each may refuse or amend the metadata, and
+	// amended metadata passes the built-in rules again. Built in:
+	// "expression" (a CEL expression) and "reserved_names". Default:
+	// none.
+	PoliciesRaw []json.RawMessage `json:"policies,omitempty" caddy:"namespace=dcr.policies inline_key=policy"`
+
+	// HooksRaw are hook modules (namespace dcr.hooks) that receive an
+	// event for every client created, updated, deleted, expired, rotated,
+	// disabled or enabled, once the change is durable. Events wait in an
+	// outbox in the store until the hook took them, so none is lost to
+	// a hook that is down or to a restart. Built in: "webhook". Default:
+	// none.
+	HooksRaw []json.RawMessage `json:"hooks,omitempty" caddy:"namespace=dcr.hooks inline_key=hook"`
+
+	policies      []namedPolicy
+	hooks         []*hook
+	startTimer    *time.Timer
 	logger        *zap.Logger
 	policy        *policy
 	initialTokens initialTokens
@@ -369,6 +389,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("registering metrics: %w", err)
 	}
 
+	if err := h.loadGuests(ctx); err != nil {
+		return err
+	}
+
 	var exempt []netip.Prefix
 	if rl := h.RateLimit; !rl.Off {
 		if rl.Requests < 1 || rl.Window <= 0 {
@@ -409,8 +433,21 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		secretLifetime: time.Duration(h.SecretLifetime),
 		secretOverlap:  time.Duration(h.SecretOverlap),
 	})
+	store.hooks.setHooks(h.hooks)
+	if len(h.hooks) > 0 {
+		// Events may wait from before a restart, and delivering them
+		// must not wait for a request. "caddy validate" cleans the
+		// handler up long before this fires, and Cleanup stops it.
+		h.startTimer = time.AfterFunc(hookStartDelay, func() {
+			h.background.Do(h.startBackground)
+		})
+	}
 	return nil
 }
+
+// hookStartDelay is how long after Provision the background work starts
+// when hooks are configured, if no request started it before.
+const hookStartDelay = 2 * time.Second
 
 // Validate checks the configuration. It changes nothing.
 func (h *Handler) Validate() error {
@@ -561,6 +598,9 @@ func (h *Handler) Cleanup() error {
 		return nil
 	}
 	h.released = true
+	if h.startTimer != nil {
+		h.startTimer.Stop()
+	}
 	if h.workersMu != nil {
 		h.workersMu.Lock()
 		close(h.stop)
@@ -665,12 +705,16 @@ var (
 func (h *Handler) startBackground() {
 	h.goBackground(h.sweepTombstones)
 	h.goBackground(h.sweepAudit)
+	h.goBackground(h.sweepOutbox)
 	h.goBackground(h.flushAudit)
 	if h.ExpireUnused > 0 {
 		h.goBackground(h.expireUnused)
 	}
 	if h.Enforce != nil {
 		h.goBackground(h.flushUsage)
+	}
+	if len(h.hooks) > 0 {
+		h.goBackground(h.deliverHooks)
 	}
 }
 

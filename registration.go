@@ -101,7 +101,7 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
 		req, perr = h.decodeVerified(r, body)
 	}
 	if perr == nil {
-		perr = h.vetMetadata(r, &req.Metadata, adm.policy())
+		perr = h.vetMetadata(r, &req.Metadata, adm.policy(), OperationRegister, "")
 	}
 	if perr != nil {
 		h.refused(r, perr)
@@ -151,14 +151,14 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
 		if err := tx.Create(c); err != nil {
 			return err
 		}
-		return tx.AppendEvent(&clientdb.Event{
+		return recordEvent(tx, h.hooks, &clientdb.Event{
 			Time:     now.Unix(),
 			Op:       clientdb.OpCreate,
 			Actor:    clientdb.ActorClient,
 			ClientID: c.ID,
 			TokenID:  c.InitialTokenID,
 			ClientIP: clientIP(r),
-		})
+		}, secret)
 	})
 	if errors.Is(err, clientdb.ErrTokenInvalid) {
 		h.refuseToken(w, r, errInitialToken())

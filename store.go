@@ -67,6 +67,9 @@ type sharedStore struct {
 	// audit buffers the audit events of reads and refusals.
 	audit auditBuffer
 
+	// hooks is the delivery state of the store's hook queues.
+	hooks hookQueues
+
 	// settings are the secret rules of the handler that last provisioned
 	// with this store, for operations that do not come through a
 	// handler, such as the admin API's secret rotation.
@@ -205,6 +208,7 @@ func (s *sharedStore) closeWhenIdle() {
 // newSharedStore wraps db; cached says whether lookups may be cached.
 func newSharedStore(db clientdb.Store, name string, cached bool) *sharedStore {
 	s := &sharedStore{db: db, name: name, cached: cached}
+	s.hooks.wake = make(chan struct{}, 1)
 	s.logger.Store(zap.NewNop())
 	if cached {
 		db.OnCommit(s.cache.invalidate)
@@ -218,7 +222,12 @@ func newSharedStore(db clientdb.Store, name string, cached bool) *sharedStore {
 func (s *sharedStore) Update(ctx context.Context, fn func(clientdb.Tx) error) error {
 	s.busy.Add(1)
 	defer s.busy.Add(-1)
-	return s.checked(s.db.Update(ctx, fn))
+	err := s.checked(s.db.Update(ctx, fn))
+	if err == nil {
+		// The change may have queued events for hooks.
+		s.hooks.signal()
+	}
+	return err
 }
 
 // Create stores a new client and returns once it is durable.

@@ -67,6 +67,15 @@ func (h *Handler) sweepAudit(ctx context.Context) {
 		(clientdb.Tx).HasEventsBefore, (clientdb.Tx).SweepEvents)
 }
 
+// sweepOutbox removes hook events that waited longer than the audit
+// retention, until ctx ends or the handler is cleaned up: those of a hook
+// that was removed from the configuration, or whose receiver never came
+// back.
+func (h *Handler) sweepOutbox(ctx context.Context) {
+	h.sweep(ctx, "hook events", time.Duration(h.AuditRetention),
+		(clientdb.Tx).HasOutboxBefore, (clientdb.Tx).SweepOutbox)
+}
+
 // sweep removes what is older than keep, every tenth of keep, until ctx
 // ends or the handler is cleaned up. It checks with a read first, so that
 // a sweep with nothing to do costs no commit, and then removes in bounded
@@ -139,8 +148,15 @@ func (h *Handler) expireBatches(ctx context.Context, idle time.Duration) {
 					if err != nil {
 						return err
 					}
-					if n == 1 {
-						expired = append(expired, id)
+					if n == 0 {
+						continue
+					}
+					expired = append(expired, id)
+					// ExpireUnused appended the audit event.
+					ev := &clientdb.Event{Time: now.Unix(), Op: clientdb.OpExpire,
+						Actor: clientdb.ActorSystem, ClientID: id}
+					if err := enqueueEvent(tx, h.hooks, ev, ""); err != nil {
+						return err
 					}
 				}
 				return nil

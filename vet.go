@@ -36,14 +36,18 @@ func (h *Handler) decodeVerified(r *http.Request, body []byte) (*request, *proto
 }
 
 // vetMetadata applies the policy, narrowed by tp (an initial access
-// token's policy) if set, and checks the sector identifier document. The
-// request's context bounds the fetch.
+// token's policy) if set, checks the sector identifier document, and runs
+// the policy modules. op is OperationRegister or OperationUpdate, and
+// clientID the client updated. The request's context bounds the fetch.
 func (h *Handler) vetMetadata(r *http.Request, m *clientdb.Metadata,
-	tp *clientdb.TokenPolicy) *protoError {
+	tp *clientdb.TokenPolicy, op, clientID string) *protoError {
 	if perr := h.policy.narrow(tp).apply(m); perr != nil {
 		return perr
 	}
-	return h.checkSectorIdentifier(r.Context(), m)
+	if perr := h.checkSectorIdentifier(r.Context(), m); perr != nil {
+		return perr
+	}
+	return h.runPolicies(r, m, tp, op, clientID)
 }
 
 // checkSectorIdentifier fetches the client's sector_identifier_uri and

@@ -1,0 +1,169 @@
+package dcr
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-dcr/caddy-dcr/clientdb"
+)
+
+// Timing of hook delivery.
+const (
+	// hookPoll is how often a queue is looked at when no commit of this
+	// process woke the dispatcher: other processes sharing a PostgreSQL
+	// store queue events too, and a failed attempt waits for its retry.
+	hookPoll = time.Second
+
+	// hookBackoffMin and hookBackoffMax bound the wait after a failed
+	// attempt, which doubles with every failure in a row.
+	hookBackoffMin = time.Second
+	hookBackoffMax = 5 * time.Minute
+
+	// hookAttemptMax bounds one attempt, whatever the hook's own
+	// timeout.
+	hookAttemptMax = time.Minute
+
+	// hookBatch is how many waiting events a pass reads at once.
+	hookBatch = 32
+)
+
+// deliverHooks delivers the events waiting in the handler's hook queues
+// until the handler stops, waking after each commit of this process and
+// every hookPoll.
+func (h *Handler) deliverHooks(ctx context.Context) {
+	q := &h.store.hooks
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.stop:
+			return
+		case <-q.wake:
+		case <-timer.C:
+		}
+		for _, hk := range h.hooks {
+			h.deliverQueue(ctx, hk)
+		}
+		timer.Reset(hookPoll)
+	}
+}
+
+// deliverQueue makes one pass over a hook's queue: it delivers waiting
+// events in order, removing each from the queue once the hook took it,
+// until the queue is empty or an attempt fails. A pass runs on one
+// handler of this process at a time and, on a PostgreSQL store, on one
+// process of the fleet.
+func (h *Handler) deliverQueue(ctx context.Context, hk *hook) {
+	st := h.store.hooks.state(hk.queue)
+	if !st.pass.TryLock() {
+		return
+	}
+	defer st.pass.Unlock()
+	if time.Now().Before(st.retryAt) {
+		return
+	}
+
+	_, err := h.store.Lead(ctx, "hook "+hk.queue, func(ctx context.Context) error {
+		for ctx.Err() == nil {
+			var pending []clientdb.OutboxEntry
+			err := h.store.View(func(tx clientdb.Tx) error {
+				var err error
+				pending, err = tx.Pending(hk.queue, hookBatch)
+				return err
+			})
+			if err != nil || len(pending) == 0 {
+				return err
+			}
+			for _, e := range pending {
+				if !h.deliverEntry(ctx, hk, st, e) {
+					return nil
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil && ctx.Err() == nil && !errors.Is(err, clientdb.ErrUnavailable) {
+		h.logger.Error("delivering hook events",
+			zap.String("hook", hk.name), zap.Error(err))
+	}
+}
+
+// deliverEntry offers one waiting event to the hook and, once it took it,
+// removes it from the queue. It reports whether the pass may go on.
+func (h *Handler) deliverEntry(ctx context.Context, hk *hook, st *queueState,
+	e clientdb.OutboxEntry) bool {
+	var rec outboxRecord
+	if err := json.Unmarshal(e.Payload, &rec); err != nil || rec.Event == nil {
+		// Nothing this build wrote; keeping it would stop the queue
+		// for good.
+		h.logger.Error("dropping unreadable hook event",
+			zap.String("hook", hk.name), zap.Uint64("seq", e.Seq), zap.Error(err))
+		metrics.hookDelivery(hk.name, "dropped")
+		return h.ack(ctx, hk, e.Seq)
+	}
+	ev := rec.Event
+	if rec.Sealed != nil && hk.key != nil {
+		plain, err := unseal(hk.key, rec.Sealed, sealData(hk.queue, ev.ID))
+		if err != nil {
+			h.logger.Warn("delivering created event without its client secret",
+				zap.String("hook", hk.name), zap.String("event_id", ev.ID),
+				zap.String("client_id", ev.ClientID), zap.Error(err))
+		}
+		ev.ClientSecret = string(plain)
+	}
+
+	actx, cancel := context.WithTimeout(ctx, hookAttemptMax)
+	err := hk.impl.Deliver(actx, ev)
+	cancel()
+	if err != nil {
+		st.failures++
+		wait := hookBackoff(st.failures)
+		st.retryAt = time.Now().Add(wait)
+		metrics.hookDelivery(hk.name, "failed")
+		h.logger.Warn("hook delivery failed; retrying later",
+			zap.String("hook", hk.name), zap.String("event_id", ev.ID),
+			zap.String("event", ev.Type), zap.String("client_id", ev.ClientID),
+			zap.Int("attempt", st.failures), zap.Duration("retry_in", wait),
+			zap.Error(err))
+		return false
+	}
+	if st.failures > 0 {
+		h.logger.Info("hook delivery recovered",
+			zap.String("hook", hk.name), zap.Int("failed_attempts", st.failures))
+	}
+	st.failures = 0
+	metrics.hookDelivery(hk.name, "delivered")
+	return h.ack(ctx, hk, e.Seq)
+}
+
+// ack removes a delivered event from the queue. If that fails the event
+// is delivered again later; receivers tell a repeat by its ID.
+func (h *Handler) ack(ctx context.Context, hk *hook, seq uint64) bool {
+	err := h.store.Update(ctx, func(tx clientdb.Tx) error {
+		return tx.Ack(hk.queue, seq)
+	})
+	if err != nil && !errors.Is(err, clientdb.ErrUnavailable) && ctx.Err() == nil {
+		h.logger.Error("removing a delivered hook event from its queue",
+			zap.String("hook", hk.name), zap.Uint64("seq", seq), zap.Error(err))
+	}
+	return err == nil
+}
+
+// hookBackoff is the wait after the given number of failed attempts in a
+// row: hookBackoffMin doubled for each failure after the first, at most
+// hookBackoffMax, less up to a fifth at random so that hooks failing
+// together do not retry together.
+func hookBackoff(failures int) time.Duration {
+	wait := hookBackoffMax
+	if failures < 20 {
+		wait = min(hookBackoffMin<<(failures-1), hookBackoffMax)
+	}
+	return wait - rand.N(wait/5+1)
+}

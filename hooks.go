@@ -1,0 +1,288 @@
+package dcr
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/caddy-dcr/caddy-dcr/clientdb"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// hook is one configured hook with the name of its queue in the store.
+type hook struct {
+	// name is the hook's module name, such as "webhook", for logs and
+	// metric labels.
+	name string
+
+	// queue names the hook's queue in the store's outbox.
+	queue string
+
+	// key seals the plaintext secret of created events while they wait,
+	// or is nil when the hook receives no secret.
+	key []byte
+
+	impl Hook
+}
+
+// loadHooks turns the loaded modules of the hooks list into hooks, with
+// their queue names, refusing two hooks on one queue.
+func loadHooks(mods []any) ([]*hook, error) {
+	var hooks []*hook
+	seen := make(map[string]bool)
+	for i, m := range mods {
+		impl, ok := m.(Hook)
+		if !ok {
+			return nil, fmt.Errorf("hook %d: module %T does not implement dcr.Hook", i, m)
+		}
+		id := m.(caddy.Module).CaddyModule().ID
+		hk := &hook{name: id.Name(), impl: impl}
+		hk.queue = string(id) + "#" + strconv.Itoa(i)
+		if q, ok := m.(HookQueue); ok {
+			hk.queue = q.HookQueue()
+		}
+		if hk.queue == "" || len(hk.queue) > clientdb.MaxQueueName {
+			return nil, fmt.Errorf("hook %s: queue name must be 1 to %d bytes",
+				id, clientdb.MaxQueueName)
+		}
+		if seen[hk.queue] {
+			return nil, fmt.Errorf("hook %s: another hook already uses queue %q",
+				id, hk.queue)
+		}
+		seen[hk.queue] = true
+		if s, ok := m.(SecretReceiver); ok {
+			if k := s.SecretKey(); k != nil {
+				if len(k) != 32 {
+					return nil, fmt.Errorf("hook %s: secret key has %d bytes, want 32",
+						id, len(k))
+				}
+				hk.key = k
+			}
+		}
+		hooks = append(hooks, hk)
+	}
+	return hooks, nil
+}
+
+// hookEventType is the hook event type of an audit operation, or "" for
+// operations hooks do not hear of.
+func hookEventType(op string) string {
+	switch op {
+	case clientdb.OpCreate:
+		return EventCreated
+	case clientdb.OpUpdate:
+		return EventUpdated
+	case clientdb.OpDelete:
+		return EventDeleted
+	case clientdb.OpExpire:
+		return EventExpired
+	case clientdb.OpRotateSecret:
+		return EventRotated
+	case clientdb.OpDisable:
+		return EventDisabled
+	case clientdb.OpEnable:
+		return EventEnabled
+	}
+	return ""
+}
+
+// outboxRecord is what waits in a hook's queue: the event as committed,
+// and the secret of a created event sealed with the hook's key.
+type outboxRecord struct {
+	Event *HookEvent `json:"event"`
+
+	// Sealed is the AES-256-GCM nonce followed by the sealed secret,
+	// with the queue name and the event ID as additional data.
+	Sealed []byte `json:"sealed_secret,omitempty"`
+}
+
+// hookClient is the client as hook events carry it: the client
+// information response without secret or token, and the time an operator
+// disabled it.
+type hookClient struct {
+	registrationResponse
+	DisabledAt int64 `json:"disabled_at,omitempty"`
+}
+
+// MarshalJSON adds disabled_at to the client information.
+func (c hookClient) MarshalJSON() ([]byte, error) {
+	info, err := c.registrationResponse.MarshalJSON()
+	if err != nil || c.DisabledAt == 0 {
+		return info, err
+	}
+	tail := []byte(`{"disabled_at":` + strconv.FormatInt(c.DisabledAt, 10) + `}`)
+	return joinObjects(info, tail), nil
+}
+
+// recordEvent appends e to the audit trail and, for a change hooks hear
+// of, puts it in every hook's queue, all in tx, so that the event is
+// durable exactly when the change is. secret is the plaintext secret of a
+// created client, for hooks that receive it, or "".
+func recordEvent(tx clientdb.Tx, hooks []*hook, e *clientdb.Event, secret string) error {
+	if err := tx.AppendEvent(e); err != nil {
+		return err
+	}
+	return enqueueEvent(tx, hooks, e, secret)
+}
+
+// enqueueEvent puts the hook event of e, an audit event already appended
+// in tx, in every hook's queue.
+func enqueueEvent(tx clientdb.Tx, hooks []*hook, e *clientdb.Event, secret string) error {
+	typ := hookEventType(e.Op)
+	if typ == "" || len(hooks) == 0 {
+		return nil
+	}
+	ev := &HookEvent{
+		ID:       "evt_" + randomString(16),
+		Type:     typ,
+		Time:     e.Time,
+		ClientID: e.ClientID,
+		Actor:    e.Actor,
+	}
+	if typ != EventDeleted && typ != EventExpired {
+		c, err := tx.Client(e.ClientID)
+		if err != nil {
+			return fmt.Errorf("reading client %s for its %s event: %w", e.ClientID, typ, err)
+		}
+		info, err := json.Marshal(hookClient{clientInformation(c), c.DisabledAt})
+		if err != nil {
+			return fmt.Errorf("encoding client %s for its %s event: %w", e.ClientID, typ, err)
+		}
+		ev.Client = info
+	}
+
+	now := time.Unix(e.Time, 0)
+	for _, hk := range hooks {
+		rec := outboxRecord{Event: ev}
+		if secret != "" && typ == EventCreated && hk.key != nil {
+			rec.Sealed = seal(hk.key, []byte(secret), sealData(hk.queue, ev.ID))
+		}
+		payload, err := json.Marshal(rec)
+		if err != nil {
+			return fmt.Errorf("encoding %s event of client %s: %w", typ, e.ClientID, err)
+		}
+		if _, err := tx.Enqueue(hk.queue, payload, now); err != nil {
+			return fmt.Errorf("queueing %s event of client %s for hook %s: %w",
+				typ, e.ClientID, hk.name, err)
+		}
+	}
+	return nil
+}
+
+// sealData is the additional data a sealed secret is bound to, so that it
+// opens only in the queue and the event it was made for.
+func sealData(queue, eventID string) []byte {
+	return []byte(queue + "\x00" + eventID)
+}
+
+// seal encrypts plain with AES-256-GCM under key, returning the random
+// nonce followed by the ciphertext.
+func seal(key, plain, data []byte) []byte {
+	aead := newGCM(key)
+	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plain)+aead.Overhead())
+	rand.Read(nonce) // never fails; it aborts the program instead
+	return aead.Seal(nonce, nonce, plain, data)
+}
+
+// errUnsealed is returned when a sealed secret does not open, as when the
+// hook's key changed while the event waited.
+var errUnsealed = errors.New("sealed secret does not open with the hook's key")
+
+// unseal reverses seal.
+func unseal(key, sealed, data []byte) ([]byte, error) {
+	aead := newGCM(key)
+	if len(sealed) < aead.NonceSize() {
+		return nil, errUnsealed
+	}
+	nonce, box := sealed[:aead.NonceSize()], sealed[aead.NonceSize():]
+	plain, err := aead.Open(nil, nonce, box, data)
+	if err != nil {
+		return nil, errUnsealed
+	}
+	return plain, nil
+}
+
+// newGCM returns AES-GCM with a 32-byte key, which loadHooks checked.
+func newGCM(key []byte) cipher.AEAD {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		panic("dcr: hook key: " + err.Error())
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		panic("dcr: hook key: " + err.Error())
+	}
+	return aead
+}
+
+// hookQueues is the delivery state of the hook queues of one store, kept
+// with the store so that it outlives a config reload: a pass over a queue
+// runs on one handler at a time, and a failing receiver keeps its
+// back-off when a new config takes over.
+type hookQueues struct {
+	mu     sync.Mutex
+	queues map[string]*queueState
+
+	// wake is signalled after a commit that may have queued events.
+	wake chan struct{}
+
+	// hooks are the hooks of the handler that last provisioned with
+	// the store, for changes that come through no handler, such as
+	// the admin API's.
+	hooks []*hook
+}
+
+// queueState is the delivery state of one queue.
+type queueState struct {
+	// pass is held by whoever delivers from the queue.
+	pass sync.Mutex
+
+	// failures counts the failed attempts since the last delivery;
+	// retryAt is when the next attempt may be made.
+	failures int
+	retryAt  time.Time
+}
+
+// state returns the delivery state of the named queue.
+func (q *hookQueues) state(queue string) *queueState {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.queues == nil {
+		q.queues = make(map[string]*queueState)
+	}
+	st := q.queues[queue]
+	if st == nil {
+		st = new(queueState)
+		q.queues[queue] = st
+	}
+	return st
+}
+
+// setHooks records the hooks of the handler provisioned last.
+func (q *hookQueues) setHooks(hooks []*hook) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.hooks = hooks
+}
+
+// current returns the hooks of the handler provisioned last.
+func (q *hookQueues) current() []*hook {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.hooks
+}
+
+// signal wakes a waiting dispatcher, if any, without blocking.
+func (q *hookQueues) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}

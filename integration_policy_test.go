@@ -1,0 +1,87 @@
+package dcr
+
+import (
+	"net/http"
+	"testing"
+)
+
+// TestIntegrationPolicies runs the built-in policy modules through a real
+// Caddy, on registration and on RFC 7592 update: a CEL expression that
+// refuses, one that amends, and reserved names with look-alikes.
+func TestIntegrationPolicies(t *testing.T) {
+	s := startDCR(t, "rate_limit off",
+		"policy expression !client_name.lowerAscii().contains(\"internal\") {\n"+
+			"\t\t\tdescription \"names with internal are kept for our own apps\"\n\t\t}",
+		"policy expression `scope == \"\" ? {\"scope\": \"profile\"} : {}`",
+		`policy reserved_names Acme "Acme Console"`)
+
+	refused := []struct {
+		name string
+		body string
+		want itRefusal
+	}{
+		{"expression refuses", itReg(`"client_name":"Internal Tools"`),
+			itRefusal{400, "invalid_client_metadata", "kept for our own apps"}},
+		{"reserved name", itReg(`"client_name":"Acme"`),
+			itRefusal{400, "invalid_client_metadata", "reserved"}},
+		{"reserved name, other case and a trailing space", itReg(`"client_name":"ACME "`),
+			itRefusal{400, "invalid_client_metadata", "reserved"}},
+		{"reserved name with a Greek capital alpha", itReg(`"client_name":"Αcme"`),
+			itRefusal{400, "invalid_client_metadata", "reserved"}},
+		{"reserved name in a language variant", itReg(`"client_name":"Tool",` +
+			`"client_name#de":"ACME Console"`),
+			itRefusal{400, "invalid_client_metadata", "reserved"}},
+	}
+	for _, tc := range refused {
+		t.Run(tc.name, func(t *testing.T) {
+			s.postRefused(t, tc.body, tc.want)
+		})
+	}
+
+	var c *itManaged
+	t.Run("expression amends", func(t *testing.T) {
+		c = s.registerManaged(t, itReg(`"client_name":"Partner App"`))
+		if got := c.resp["scope"]; got != "profile" {
+			t.Errorf("scope %v, want the policy's profile", got)
+		}
+		if got := s.lookup(t, c.id).Metadata.Scope; got != "profile" {
+			t.Errorf("stored scope %q, want profile", got)
+		}
+		kept := s.registerManaged(t, itReg(`"scope":"email"`))
+		if got := kept.resp["scope"]; got != "email" {
+			t.Errorf("scope %v, want the client's own email", got)
+		}
+	})
+	if c == nil {
+		t.FailNow()
+	}
+
+	t.Run("update passes the policies too", func(t *testing.T) {
+		body := `{"redirect_uris":["https://app.example.com/cb"],` +
+			`"client_name":"acme","client_id":"` + c.id +
+			`","client_secret":"` + c.secret + `"}`
+		r := s.manage(t, http.MethodPut, c.id, c.token, body)
+		itAssertRefusal(t, r, itRefusal{400, "invalid_client_metadata", "reserved"})
+		if got := s.lookup(t, c.id).Metadata.ClientName; got != "Partner App" {
+			t.Errorf("stored name %q after a refused update", got)
+		}
+
+		body = `{"redirect_uris":["https://app.example.com/cb"],` +
+			`"client_name":"Partner App 2","client_id":"` + c.id +
+			`","client_secret":"` + c.secret + `"}`
+		got := itAssertOK(t, s.manage(t, http.MethodPut, c.id, c.token, body), c.id)
+		if got["scope"] != "profile" {
+			t.Errorf("updated scope %v, want the policy's profile", got["scope"])
+		}
+	})
+}
+
+// TestIntegrationPolicyAmendmentRechecked checks that what a policy
+// amends passes the built-in rules again: an expression that adds a grant
+// type the Caddyfile does not allow is refused, not stored.
+func TestIntegrationPolicyAmendmentRechecked(t *testing.T) {
+	s := startDCR(t, "rate_limit off",
+		"policy expression `{\"grant_types\": [\"password\"]}`")
+	s.postRefused(t, itValidBody,
+		itRefusal{400, "invalid_client_metadata", "password"})
+}
