@@ -37,7 +37,7 @@ var handlerFields = []string{
 	"redirect_hosts", "require_initial_access_token", "software_statements",
 	"require_software_statement", "redirect_preset", "fetch", "rate_limit",
 	"rate_limit_exempt", "max_clients", "cors_origins", "audit_retention",
-	"postgres",
+	"postgres", "policies", "hooks",
 }
 
 // enforceFields are the JSON names of the enforce block as documented on
@@ -113,6 +113,39 @@ func TestCaddyfileAdapt(t *testing.T) {
 				RotateSecret:    true,
 				SecretOverlap:   caddy.Duration(90 * time.Minute),
 				TombstoneTTL:    caddy.Duration(7 * 24 * time.Hour),
+			},
+		},
+		{
+			// Guest modules, in the order written, each parsed
+			// by its own module.
+			name: "guests",
+			caddyfile: `:8080 {
+	dcr {
+		policy expression !client_name.lowerAscii().contains("acme") {
+			description "acme names are ours"
+		}
+		policy reserved_names Acme "Acme Console"
+		hook webhook https://backend.example/dcr-events {
+			secret {env.DCR_WEBHOOK_SECRET}
+			include_secret
+			timeout 5s
+		}
+	}
+}
+`,
+			want: Handler{
+				PoliciesRaw: []json.RawMessage{
+					json.RawMessage(`{"description":"acme names are ours",` +
+						`"expression":"!client_name.lowerAscii().contains(\"acme\")",` +
+						`"policy":"expression"}`),
+					json.RawMessage(`{"names":["Acme","Acme Console"],` +
+						`"policy":"reserved_names"}`),
+				},
+				HooksRaw: []json.RawMessage{
+					json.RawMessage(`{"hook":"webhook","include_secret":true,` +
+						`"secret":"{env.DCR_WEBHOOK_SECRET}","timeout":5000000000,` +
+						`"url":"https://backend.example/dcr-events"}`),
+				},
 			},
 		},
 		{
@@ -592,6 +625,26 @@ func TestCaddyfileErrors(t *testing.T) {
 			[]string{"wrong argument count", "Testfile:2"},
 		},
 		{"endpoint two", "dcr {\n endpoint /a /b\n}", argc},
+		{
+			"policy without module", "dcr {\n policy\n}",
+			[]string{"policy: name the module", "Testfile:2"},
+		},
+		{
+			"policy unknown module", "dcr {\n policy nosuch x\n}",
+			[]string{"dcr.policies.nosuch", "Testfile:2"},
+		},
+		{
+			"hook without module", "dcr {\n hook\n}",
+			[]string{"hook: name the module", "webhook"},
+		},
+		{
+			"hook unknown module", "dcr {\n hook nosuch\n}",
+			[]string{"dcr.hooks.nosuch", "Testfile:2"},
+		},
+		{
+			"webhook without secret", "dcr {\n hook webhook https://x.example\n}",
+			[]string{"secret"},
+		},
 		{"store missing", "dcr {\n store\n}", argc},
 		{
 			"store postgres without DSN", "dcr {\n store postgres\n}",

@@ -23,11 +23,15 @@ var (
 )
 
 // fleetStart runs site as a Caddy child process on the PostgreSQL
-// database dsn, with enforcement at /authorize, logging to a file in dir.
-func fleetStart(t *testing.T, site storeSite, dsn, dir string) storeSite {
+// database dsn, with enforcement at /authorize and the dcr subdirectives
+// in extra, logging to a file in dir.
+func fleetStart(t *testing.T, site storeSite, dsn, dir string, extra ...string) storeSite {
 	t.Helper()
 	site.db = "postgres " + strconv.Quote(dsn)
 	site.extra = "enforce {\n\t\t\tauthorize /authorize\n\t\t}"
+	for _, e := range extra {
+		site.extra += "\n\t\t" + e
+	}
 	site.log = filepath.Join(dir, strconv.Itoa(site.port)+".log")
 	child := storeStartChild(t, "^$", envCaddyChild+"="+site.caddyfile())
 	if err := child.waitFor("ready", time.Minute); err != nil {
@@ -70,12 +74,14 @@ func fleetDo(t *testing.T, site storeSite, method, path, token,
 // TestPostgresTwoInstances runs two Caddy processes on one PostgreSQL
 // store: a client registered through one is at once usable at the other's
 // authorization endpoint, and is read, updated and deleted through it;
-// concurrent registrations on both never issue one ID twice.
+// concurrent registrations on both never issue one ID twice. Both deliver
+// to one webhook, and each event arrives once.
 func TestPostgresTwoInstances(t *testing.T) {
 	dsn := pgtest.Database(t)
 	dir := t.TempDir()
-	a := fleetStart(t, fleetA, dsn, dir)
-	b := fleetStart(t, fleetB, dsn, dir)
+	recv := newHookReceiver(t, true)
+	a := fleetStart(t, fleetA, dsn, dir, hookConfig(recv.srv.URL, false))
+	b := fleetStart(t, fleetB, dsn, dir, hookConfig(recv.srv.URL, false))
 
 	status, reg := fleetDo(t, a, http.MethodPost, "/register", "",
 		`{"redirect_uris":["https://app.example/cb"],"client_name":"fleet"}`)
@@ -155,6 +161,23 @@ func TestPostgresTwoInstances(t *testing.T) {
 	}
 	storeCheckLog(t, a.log)
 	storeCheckLog(t, b.log)
+
+	// The fleet client's three events, then one created event per 201,
+	// each once (the receiver fails the test on a repeat).
+	events := recv.wait(3 + want)
+	hookCheck(t, events[:3], []hookWant{
+		{EventCreated, id, ""}, {EventUpdated, id, ""}, {EventDeleted, id, ""},
+	})
+	for _, ev := range events[3:] {
+		if ev.Type != EventCreated || !seen[ev.ClientID] {
+			t.Errorf("event %s of %s, want created of a registered client",
+				ev.Type, ev.ClientID)
+		}
+		delete(seen, ev.ClientID)
+	}
+	if len(seen) > 0 {
+		t.Errorf("%d registrations had no created event", len(seen))
+	}
 }
 
 // TestPostgresOutage stops the database under a load of registrations
