@@ -179,7 +179,7 @@ func (a *AdminAPI) listClients(w http.ResponseWriter, r *http.Request, s *adminS
 // showClient answers GET /dcr/clients/<id>.
 func (a *AdminAPI) showClient(w http.ResponseWriter, r *http.Request,
 	s *adminStore, id string) error {
-	if !plausibleClientID(id) {
+	if !plausibleStoredID(id) {
 		return clientMissing(id, clientdb.ErrNotFound)
 	}
 	var c *clientdb.Client
@@ -198,7 +198,7 @@ func (a *AdminAPI) showClient(w http.ResponseWriter, r *http.Request,
 // as through RFC 7592, leaving a tombstone, which is the answer.
 func (a *AdminAPI) deleteClient(w http.ResponseWriter, r *http.Request,
 	s *adminStore, id string) error {
-	if !plausibleClientID(id) {
+	if !plausibleStoredID(id) {
 		return clientMissing(id, clientdb.ErrNotFound)
 	}
 	now := a.now()
@@ -237,7 +237,7 @@ func (a *AdminAPI) enableClient(w http.ResponseWriter, r *http.Request,
 // already in that state is left as it is, with no audit event.
 func (a *AdminAPI) setDisabled(w http.ResponseWriter, r *http.Request,
 	s *adminStore, id string, disable bool) error {
-	if !plausibleClientID(id) {
+	if !plausibleStoredID(id) {
 		return clientMissing(id, clientdb.ErrNotFound)
 	}
 	op := clientdb.OpEnable
@@ -283,7 +283,7 @@ var errNoSecret = errors.New("client has no secret")
 // the handler that last loaded the store.
 func (a *AdminAPI) rotateSecret(w http.ResponseWriter, r *http.Request,
 	s *adminStore, id string) error {
-	if !plausibleClientID(id) {
+	if !plausibleStoredID(id) {
 		return clientMissing(id, clientdb.ErrNotFound)
 	}
 	var rules storeSettings

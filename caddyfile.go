@@ -79,6 +79,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			client_name_header <name>
 //			client_type_header <name>
 //		}
+//		cimd             on|off
+//		cimd_hosts       <pattern...>
+//		cimd_min_ttl     <duration>
+//		cimd_max_ttl     <duration>
+//		cimd_grace       <duration>
 //		policy <module> [<args...>] [{ ... }]
 //		hook   <module> [<args...>] [{ ... }]
 //	}
@@ -168,6 +173,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.CORSOrigins, err = someArgs(d)
 		case "audit_retention":
 			h.AuditRetention, err = duration(d, name)
+		case "cimd":
+			err = onOffInto(d, name, &h.CIMD)
+		case "cimd_hosts":
+			h.CIMDHosts, err = someArgs(d)
+		case "cimd_min_ttl":
+			h.CIMDMinTTL, err = duration(d, name)
+		case "cimd_max_ttl":
+			h.CIMDMaxTTL, err = duration(d, name)
+		case "cimd_grace":
+			h.CIMDGrace, err = duration(d, name)
 		case "policy":
 			var raw json.RawMessage
 			raw, err = parseGuest(d, "policy", "dcr.policies.")

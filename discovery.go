@@ -174,6 +174,9 @@ func (h *Handler) injectMetadata(doc []byte, r *http.Request) ([]byte, error) {
 		{"grant_types_supported", h.policy.grantTypes},
 		{"response_types_supported", responsesFor(h.policy.grantTypes)},
 	}
+	if h.cimdEnabled() {
+		set[cimdSupported] = json.RawMessage("true")
+	}
 	for _, l := range lists {
 		i := slices.IndexFunc(members, func(m member) bool { return m.name == l.name })
 		var current []string
@@ -221,6 +224,7 @@ func (h *Handler) injectMetadata(doc []byte, r *http.Request) ([]byte, error) {
 		"token_endpoint_auth_methods_supported",
 		"grant_types_supported",
 		"response_types_supported",
+		cimdSupported,
 	} {
 		if v, ok := set[name]; ok {
 			write(name, v)
@@ -229,6 +233,10 @@ func (h *Handler) injectMetadata(doc []byte, r *http.Request) ([]byte, error) {
 	out.WriteByte('}')
 	return out.Bytes(), nil
 }
+
+// cimdSupported is the metadata member that advertises client ID metadata
+// documents (draft-ietf-oauth-client-id-metadata-document).
+const cimdSupported = "client_id_metadata_document_supported"
 
 // isJSON reports whether a Content-Type names JSON.
 func isJSON(contentType string) bool {

@@ -91,8 +91,18 @@ func (h *Handler) enforceAuthorize(w http.ResponseWriter, r *http.Request,
 		return next.ServeHTTP(w, r)
 	}
 
-	c, err := h.store.Client(id)
+	c, err := h.lookupClient(r, id)
+	var refusal *protoError
 	switch {
+	case errors.As(err, &refusal):
+		// A copy: requests that shared one fetch share its error.
+		e := *refusal
+		if e.Rule == "cimd" {
+			// A metadata document that cannot be used; the
+			// authorization endpoint's code for a bad parameter.
+			e.Code = codeInvalidRequest
+		}
+		return h.errorPage(w, r, &e)
 	case errors.Is(err, clientdb.ErrNotFound):
 		if h.Enforce.RegisteredOnly {
 			return h.errorPage(w, r, enforceError(http.StatusBadRequest,
@@ -239,8 +249,15 @@ func (h *Handler) enforceToken(w http.ResponseWriter, r *http.Request,
 		return next.ServeHTTP(w, r)
 	}
 
-	c, err := h.store.Client(id)
+	c, err := h.lookupClient(r, id)
+	var refusal *protoError
 	switch {
+	case errors.As(err, &refusal):
+		e := *refusal // requests that shared one fetch share its error
+		if e.Rule == "cimd" {
+			e.Status = http.StatusUnauthorized
+		}
+		return h.tokenError(w, r, &e, hasBasic)
 	case errors.Is(err, clientdb.ErrNotFound):
 		if h.Enforce.RegisteredOnly {
 			return h.tokenError(w, r, invalidClient("unknown_client",

@@ -20,6 +20,11 @@ const (
 	// OperationUpdate is an update of a registration (RFC 7592
 	// section 2.2).
 	OperationUpdate = "update"
+
+	// OperationMetadataDocument is a client ID metadata document the
+	// server fetched, before its client is stored or refreshed; the
+	// client ID is the document's URL.
+	OperationMetadataDocument = "metadata_document"
 )
 
 // Policy is implemented by modules in the dcr.policies namespace. The
@@ -39,11 +44,12 @@ type Policy interface {
 
 // PolicyInput is what a policy is asked to vet.
 type PolicyInput struct {
-	// Operation is OperationRegister or OperationUpdate.
+	// Operation is OperationRegister, OperationUpdate or
+	// OperationMetadataDocument.
 	Operation string
 
-	// ClientID is the client being updated, or empty for a new
-	// registration.
+	// ClientID is the client being updated or the URL of a metadata
+	// document, or empty for a new registration.
 	ClientID string
 
 	// Metadata is the client metadata after the built-in rules

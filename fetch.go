@@ -170,6 +170,10 @@ type fetched struct {
 
 	// url is the URL the body came from, after redirects.
 	url string
+
+	// response is the response, its body read and closed, for its
+	// caching headers.
+	response *http.Response
 }
 
 // fetcher makes the server's outgoing HTTP fetches. Its client is shared
@@ -184,6 +188,22 @@ type fetcher struct {
 // requireHTTPSKey is the context key under which a fetch tells the redirect
 // policy whether it requires https.
 type requireHTTPSKey struct{}
+
+// sameHostKey is the context key under which a fetch that may only be
+// redirected within its own host tells the redirect policy that host.
+type sameHostKey struct{}
+
+// fetchRules are what one fetch requires beyond the fetcher's settings.
+type fetchRules struct {
+	// requireHTTPS requires https of the URL and of every redirect.
+	requireHTTPS bool
+
+	// sameHost refuses a redirect to another host or port.
+	sameHost bool
+
+	// maxSize, when not 0 and below the fetcher's, bounds the body.
+	maxSize int64
+}
 
 // newFetcher validates the configuration and builds a fetcher. A nil
 // configuration means all defaults.
@@ -322,6 +342,11 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 		return &fetchError{reason: "redirect refused: " + reason,
 			err: fmt.Errorf("redirect to %s", req.URL.Redacted())}
 	}
+	if host, ok := req.Context().Value(sameHostKey{}).(string); ok &&
+		!strings.EqualFold(req.URL.Host, host) {
+		return &fetchError{reason: "redirect to another host refused",
+			err: fmt.Errorf("redirect to %s", req.URL.Redacted())}
+	}
 	return nil
 }
 
@@ -346,6 +371,17 @@ func checkFetchURL(u *url.URL, requireHTTPS bool) string {
 // and fails with a *fetchError.
 func (f *fetcher) get(ctx context.Context, rawURL string,
 	requireHTTPS bool) (*fetched, error) {
+	return f.fetch(ctx, rawURL, fetchRules{requireHTTPS: requireHTTPS})
+}
+
+// fetch is get with the rules of one fetch.
+func (f *fetcher) fetch(ctx context.Context, rawURL string,
+	rules fetchRules) (*fetched, error) {
+	requireHTTPS := rules.requireHTTPS
+	maxSize := f.maxSize
+	if rules.maxSize > 0 && rules.maxSize < maxSize {
+		maxSize = rules.maxSize
+	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, &fetchError{url: rawURL,
@@ -360,6 +396,9 @@ func (f *fetcher) get(ctx context.Context, rawURL string,
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, requireHTTPSKey{}, requireHTTPS)
+	if rules.sameHost {
+		ctx = context.WithValue(ctx, sameHostKey{}, u.Host)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
 		u.String(), nil)
 	if err != nil {
@@ -381,28 +420,29 @@ func (f *fetcher) get(ctx context.Context, rawURL string,
 	}
 	// Content-Length refuses a large body early; the limited read
 	// catches a chunked one.
-	if resp.ContentLength > f.maxSize {
-		return nil, f.tooLarge(logURL)
+	if resp.ContentLength > maxSize {
+		return nil, tooLarge(logURL, maxSize)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, f.maxSize+1))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxSize+1))
 	if err != nil {
 		return nil, f.failed(logURL, err)
 	}
-	if int64(len(body)) > f.maxSize {
-		return nil, f.tooLarge(logURL)
+	if int64(len(body)) > maxSize {
+		return nil, tooLarge(logURL, maxSize)
 	}
 
 	return &fetched{
-		body:   body,
-		header: resp.Header,
-		url:    resp.Request.URL.String(),
+		body:     body,
+		header:   resp.Header,
+		url:      resp.Request.URL.String(),
+		response: resp,
 	}, nil
 }
 
 // tooLarge is the error for a body beyond the size limit.
-func (f *fetcher) tooLarge(logURL string) *fetchError {
+func tooLarge(logURL string, limit int64) *fetchError {
 	return &fetchError{url: logURL, reason: "response is larger than " +
-		strconv.FormatInt(f.maxSize, 10) + " bytes"}
+		strconv.FormatInt(limit, 10) + " bytes"}
 }
 
 // failed turns an error of the HTTP client into a *fetchError with a

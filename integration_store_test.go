@@ -638,7 +638,8 @@ func TestStoreReaderDoesNotBlockWriter(t *testing.T) {
 //
 // In mode "answer" it reads "client_id secret" lines on stdin and answers
 // each with "ok <client_id>" when the client is found and the secret
-// verifies, else "missing <client_id> <reason>".
+// verifies, else "missing <client_id> <reason>". A line with a client ID
+// alone is answered "found <client_id> kind=<kind> name=<client_name>".
 //
 // In mode "loop" it looks clients up without pause, cycling through the
 // IDs it reads on stdin, until stdin closes; then it prints a summary in
@@ -670,11 +671,14 @@ func TestHelperReader(t *testing.T) {
 func storeAnswer(t *testing.T, r *clientdb.Reader) {
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
-		id, secret, _ := strings.Cut(sc.Text(), " ")
+		id, secret, withSecret := strings.Cut(sc.Text(), " ")
 		c, err := r.Lookup(id)
 		switch {
 		case err != nil:
 			fmt.Printf("missing %s %v\n", id, err)
+		case !withSecret:
+			fmt.Printf("found %s kind=%s name=%s\n", id, c.Kind,
+				c.Metadata.ClientName)
 		case !c.VerifySecret(secret, time.Now()):
 			fmt.Printf("missing %s secret does not verify\n", id)
 		default:

@@ -247,6 +247,33 @@ type Handler struct {
 	// none.
 	HooksRaw []json.RawMessage `json:"hooks,omitempty" caddy:"namespace=dcr.hooks inline_key=hook"`
 
+	// CIMD accepts client IDs that are https URLs of client ID metadata
+	// documents (draft-ietf-oauth-client-id-metadata-document) at the
+	// enforced endpoints: the document is fetched, held to the same
+	// policy as a registration and kept in the store as a public client
+	// of kind "cimd", and discovery advertises
+	// client_id_metadata_document_supported. Needs enforce. Default:
+	// false.
+	CIMD bool `json:"cimd,omitempty"`
+
+	// CIMDHosts, when set, is the allowlist of hosts whose metadata
+	// documents are accepted: host names, or "*.example.com" for any
+	// subdomain. Default: empty, any host whose address is public (or
+	// allowed by fetch allow_networks).
+	CIMDHosts []string `json:"cimd_hosts,omitempty"`
+
+	// CIMDMinTTL and CIMDMaxTTL bound how long a fetched document is
+	// used before it is fetched again; within them the document's HTTP
+	// caching headers decide. Defaults: 5m and 24h.
+	CIMDMinTTL caddy.Duration `json:"cimd_min_ttl,omitempty"`
+	CIMDMaxTTL caddy.Duration `json:"cimd_max_ttl,omitempty"`
+
+	// CIMDGrace is how long past its refresh time the last good copy of
+	// a document is still used while fetching it again fails. Default:
+	// 1h.
+	CIMDGrace caddy.Duration `json:"cimd_grace,omitempty"`
+
+	cimd          *cimdResolver
 	policies      []namedPolicy
 	hooks         []*hook
 	startTimer    *time.Timer
@@ -392,6 +419,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.loadGuests(ctx); err != nil {
 		return err
 	}
+	if h.CIMD {
+		h.cimd = &cimdResolver{
+			hosts:  lowerAll(h.CIMDHosts),
+			minTTL: orDefault(time.Duration(h.CIMDMinTTL), defaultCIMDMinTTL),
+			maxTTL: orDefault(time.Duration(h.CIMDMaxTTL), defaultCIMDMaxTTL),
+			grace:  orDefault(time.Duration(h.CIMDGrace), defaultCIMDGrace),
+		}
+	}
 
 	var exempt []netip.Prefix
 	if rl := h.RateLimit; !rl.Off {
@@ -469,6 +504,9 @@ func (h *Handler) Validate() error {
 		{"secret_overlap", h.SecretOverlap},
 		{"tombstone_ttl", h.TombstoneTTL},
 		{"expire_unused", h.ExpireUnused},
+		{"cimd_min_ttl", h.CIMDMinTTL},
+		{"cimd_max_ttl", h.CIMDMaxTTL},
+		{"cimd_grace", h.CIMDGrace},
 	} {
 		if d.value < 0 {
 			return fmt.Errorf("%s %s: must not be negative", d.name, time.Duration(d.value))
@@ -499,6 +537,22 @@ func (h *Handler) Validate() error {
 		if err := validateIdentityHeaders(e); err != nil {
 			return err
 		}
+	}
+	if h.CIMD && (h.Enforce == nil || h.Enforce.Authorize == "" && h.Enforce.Token == "") {
+		return fmt.Errorf("cimd: needs an enforce block naming the authorize or " +
+			"token endpoint, where metadata document client IDs are resolved")
+	}
+	for _, p := range h.CIMDHosts {
+		if !validHostPattern(p) {
+			return fmt.Errorf("cimd_hosts %q: want a host name or *.domain", p)
+		}
+	}
+	if len(h.CIMDHosts) > 0 && !h.CIMD {
+		return fmt.Errorf("cimd_hosts: needs cimd on")
+	}
+	if c := h.cimd; c != nil && c.minTTL > c.maxTTL {
+		return fmt.Errorf("cimd_min_ttl %s: is above cimd_max_ttl %s",
+			c.minTTL, c.maxTTL)
 	}
 	if h.ExpireUnused > 0 && h.Enforce == nil {
 		return fmt.Errorf("expire_unused: needs an enforce block, since use is " +

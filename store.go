@@ -352,5 +352,13 @@ func plausibleClientID(id string) bool {
 	return id != "" && len(id) <= maxClientIDLength && printableASCII(id)
 }
 
+// plausibleStoredID is plausibleClientID that also admits the URL of a
+// client ID metadata document, for operations that read the store itself
+// rather than the cache, such as the admin API's.
+func plausibleStoredID(id string) bool {
+	return plausibleClientID(id) ||
+		(len(id) <= maxCIMDLength && printableASCII(id) && looksLikeCIMD(id))
+}
+
 // Interface guards
 var _ caddy.Destructor = (*sharedStore)(nil)

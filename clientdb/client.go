@@ -64,10 +64,30 @@ type Client struct {
 	// from the initial access token it was registered with.
 	Policy *TokenPolicy `json:"policy,omitempty"`
 
+	// Kind is how the client came to be known: empty for a client that
+	// registered, [KindMetadataDocument] for one whose ID is the URL of
+	// its client ID metadata document, fetched by the server.
+	Kind string `json:"kind,omitempty"`
+
+	// DocumentFetchedAt is when the client's metadata document was last
+	// fetched and accepted, in Unix seconds; 0 for a registered client.
+	DocumentFetchedAt int64 `json:"document_fetched_at,omitempty"`
+
+	// DocumentRefreshAt is when the metadata document is due to be
+	// fetched again, from its caching headers within the server's
+	// bounds, in Unix seconds; 0 for a registered client.
+	DocumentRefreshAt int64 `json:"document_refresh_at,omitempty"`
+
 	// Metadata is the client metadata as registered, after the server
 	// applied its defaults.
 	Metadata Metadata `json:"metadata"`
 }
+
+// KindMetadataDocument is the [Client.Kind] of a client whose ID is the
+// https URL of its client ID metadata document: a public client with no
+// secret and no registration access token, whose metadata the server
+// fetched from that URL and refreshes from there.
+const KindMetadataDocument = "cimd"
 
 // TokenPolicy narrows the server's registration policy. Each list that is
 // set is intersected with what the server allows; an empty list leaves the
