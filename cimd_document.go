@@ -62,9 +62,10 @@ func looksLikeCIMD(id string) bool {
 //     document at the root of a site, where it competes with the site's
 //     own content; a client that puts it there has most likely mistaken
 //     its home page for its client_id.
-//   - The scheme must be written in lower case. The ID is compared as a
-//     plain string everywhere, so "HTTPS://" would be a second spelling
-//     of a client with nothing to gain from it.
+//   - The scheme must be written in lower case, as RFC 3986 section
+//     6.2.2.1 normalises it. The ID is compared as a plain string, so
+//     "HTTPS://" would name a second client fetched from the same URL;
+//     it is far likelier a mistake than a client's intent.
 //   - Dot segments are also found percent-encoded ("%2e", "%2E"), with
 //     path parameters (";x") cut off, and across encoded slashes and
 //     backslashes ("%2f", "%5c"): some servers decode or normalise those
@@ -118,8 +119,8 @@ func cimdURLProblem(raw string) string {
 		return "the client_id URL must not contain . or .. path segments"
 	}
 
-	// The checks above leave url.Parse nothing to refuse; this keeps
-	// the fetcher's reading of the URL from ever disagreeing with them.
+	// url.Parse should find nothing left to refuse. Asking it anyway
+	// means no URL is accepted that the fetcher could not read.
 	if _, err := url.Parse(raw); err != nil {
 		return "the client_id is not a valid URL"
 	}
@@ -282,7 +283,8 @@ var privateKeyMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 // Errors are 400 invalid_client_metadata with a description safe to show
 // the client, without the "client metadata document" prefix the caller
 // adds. A software_statement member is dropped unread.
-func parseCIMDDocument(body []byte, clientID string) (*clientdb.Metadata, *protoError) {
+func parseCIMDDocument(body []byte,
+	clientID string) (*clientdb.Metadata, *protoError) {
 	req, perr := decodeRequest(body)
 	if perr != nil {
 		// The decoder's words are for a request body.
@@ -294,7 +296,7 @@ func parseCIMDDocument(body []byte, clientID string) (*clientdb.Metadata, *proto
 
 	id := bytes.TrimSpace(req.clientID)
 	switch {
-	case id == nil || isNull(id):
+	case len(id) == 0 || isNull(id):
 		return nil, documentError("cimd_client_id", "client_id is missing")
 	case id[0] != '"':
 		return nil, documentError("cimd_client_id", "client_id must be a string")
@@ -394,8 +396,9 @@ func documentError(rule, format string, args ...any) *protoError {
 // cimdTTL returns how long a metadata document fetched in resp at now may
 // be used before it is fetched again: what its HTTP caching headers allow
 // (RFC 9111), clamped to [minTTL, maxTTL] as the draft's section
-// "Metadata Caching" permits. When maxTTL is below minTTL, maxTTL wins: it bounds how stale
-// a client's metadata can get, which matters more than the fetch rate.
+// "Metadata Caching" permits. When maxTTL is below minTTL, maxTTL wins:
+// it bounds how stale a client's metadata can get, which matters more
+// than how often the document is fetched.
 //
 // The server is the document's only user, so it counts as a private
 // cache: "private" does not prevent caching and s-maxage is ignored. The
@@ -417,8 +420,8 @@ func documentError(rule, format string, args ...any) *protoError {
 //     caching headers at all the result is minTTL: a document that says
 //     nothing is checked again as often as the server allows.
 //
-// A nil resp or resp.Request is allowed; the request is then taken to
-// be a plain GET, as the fetcher makes.
+// A nil resp means minTTL. A nil resp.Request, or one without a method,
+// is taken for a plain GET, which is what the fetcher makes.
 func cimdTTL(resp *http.Response, now time.Time,
 	minTTL, maxTTL time.Duration) time.Duration {
 	return min(max(cimdFreshness(resp, now), minTTL), maxTTL)

@@ -92,7 +92,8 @@ func TestCIMDURLProblem(t *testing.T) {
 		{"half-encoded other", "https://app.example/a/%2e./b", ". or .. path"},
 		{"dot-dot with parameter", "https://app.example/a/..;x/b", ". or .. path"},
 		{"across encoded slash", "https://app.example/a%2F..%2Fb", ". or .. path"},
-		{"across encoded backslash", "https://app.example/a%5c..%5Cb", ". or .. path"},
+		{"across encoded backslash", "https://app.example/a%5c..%5Cb",
+			". or .. path"},
 		{"dot-dot before query", "https://app.example/a/..?x", ". or .. path"},
 		{"no host", "https:///client", "no host"},
 		{"port without host", "https://:443/client", "no host"},
@@ -117,7 +118,8 @@ func TestCIMDURLProblem(t *testing.T) {
 		{"backslash", `https://app.example/a\..\b`, "not allowed in a URL"},
 		{"quote", `https://app.example/"a"`, "not allowed in a URL"},
 		{"non-ASCII", "https://app.example/café", "not allowed in a URL"},
-		{"non-ASCII host", "https://bücher.example/client", "not allowed in a URL"},
+		{"non-ASCII host", "https://bücher.example/client",
+			"not allowed in a URL"},
 		{"bad escape", "https://app.example/a%zz", "percent-encoding"},
 		{"short escape", "https://app.example/a%2", "percent-encoding"},
 		{"bad escape in query", "https://app.example/a?%g0", "percent-encoding"},
@@ -136,16 +138,38 @@ func TestCIMDURLProblem(t *testing.T) {
 	}
 }
 
+// cimdTestID is the URL the documents of the tests are fetched from.
+const cimdTestID = "https://app.example/client"
+
+// cimdTestDoc returns a document for cimdTestID: its client_id, one redirect
+// URI and the members given, each a `"name":value` pair.
+func cimdTestDoc(members ...string) string {
+	return "{" + strings.Join(append([]string{
+		`"client_id":"` + cimdTestID + `"`,
+		`"redirect_uris":["https://app.example/cb"]`,
+	}, members...), ",") + "}"
+}
+
+// cimdTestJWKS returns a jwks member holding the given keys.
+func cimdTestJWKS(keys ...string) string {
+	return `"jwks":{"keys":[` + strings.Join(keys, ",") + `]}`
+}
+
+// cimdTestECKey is a public EC key.
+const cimdTestECKey = `{"kty":"EC","crv":"P-256",` +
+	`"x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",` +
+	`"y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}`
+
+// cimdTestOctKey is a symmetric key.
+const cimdTestOctKey = `{"kty":"oct","k":"c2VjcmV0"}`
+
 // TestParseCIMDDocument covers the documents that are accepted, with the
 // authentication method they end up with, and every refusal, which must
 // be a 400 invalid_client_metadata with its rule and a description that
 // names the problem.
 func TestParseCIMDDocument(t *testing.T) {
-	const id = "https://app.example/client"
 	const redirect = `"redirect_uris":["https://app.example/cb"]`
-	const ecKey = `{"kty":"EC","crv":"P-256",` +
-		`"x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",` +
-		`"y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}`
+	const pkJWT = `"token_endpoint_auth_method":"private_key_jwt"`
 
 	type tc struct {
 		name   string
@@ -155,91 +179,83 @@ func TestParseCIMDDocument(t *testing.T) {
 		want   string // substring of the description
 	}
 	cases := []tc{
-		{
-			name:   "minimal",
-			body:   `{"client_id":"` + id + `",` + redirect + `}`,
-			method: authNone,
-		},
+		{name: "minimal", body: cimdTestDoc(), method: authNone},
 		{
 			name: "full",
-			body: `{"client_id":"` + id + `",` + redirect + `,` +
-				`"client_name":"Demo","client_uri":"https://app.example/",` +
-				`"logo_uri":"https://app.example/logo.png",` +
-				`"grant_types":["authorization_code","refresh_token"],` +
-				`"response_types":["code"],"scope":"openid",` +
-				`"software_statement":"e30.e30.sig","x_custom":{"a":1}}`,
+			body: cimdTestDoc(`"client_name":"Demo"`,
+				`"client_uri":"https://app.example/"`,
+				`"logo_uri":"https://app.example/logo.png"`,
+				`"grant_types":["authorization_code","refresh_token"]`,
+				`"response_types":["code"]`, `"scope":"openid"`,
+				`"software_statement":"e30.e30.sig"`, `"x_custom":{"a":1}`),
 			method: authNone,
 		},
 		{
 			name:   "explicit none",
-			body:   `{"client_id":"` + id + `",` + redirect + `,"token_endpoint_auth_method":"none"}`,
+			body:   cimdTestDoc(`"token_endpoint_auth_method":"none"`),
 			method: authNone,
-		},
-		{
-			name: "private_key_jwt with public key",
-			body: `{"client_id":"` + id + `",` + redirect + `,` +
-				`"token_endpoint_auth_method":"private_key_jwt",` +
-				`"jwks":{"keys":[` + ecKey + `]}}`,
-			method: authPrivateKeyJWT,
-		},
-		{
-			name: "private_key_jwt with jwks_uri",
-			body: `{"client_id":"` + id + `",` + redirect + `,` +
-				`"token_endpoint_auth_method":"private_key_jwt",` +
-				`"jwks_uri":"https://app.example/jwks"}`,
-			method: authPrivateKeyJWT,
 		},
 		{
 			name:   "null auth method",
-			body:   `{"client_id":"` + id + `",` + redirect + `,"token_endpoint_auth_method":null}`,
+			body:   cimdTestDoc(`"token_endpoint_auth_method":null`),
 			method: authNone,
+		},
+		{
+			name:   "private_key_jwt with public key",
+			body:   cimdTestDoc(pkJWT, cimdTestJWKS(cimdTestECKey)),
+			method: authPrivateKeyJWT,
+		},
+		{
+			name:   "private_key_jwt with jwks_uri",
+			body:   cimdTestDoc(pkJWT, `"jwks_uri":"https://app.example/jwks"`),
+			method: authPrivateKeyJWT,
 		},
 		{
 			// JSON escapes are not normalisation: the value is the
 			// same string.
-			name:   "client_id with JSON escapes",
-			body:   `{"client_id":"https:\/\/app.example\/\u0063lient",` + redirect + `}`,
+			name: "client_id with JSON escapes",
+			body: `{"client_id":"https:\/\/app.example\/\u0063lient",` +
+				redirect + `}`,
 			method: authNone,
 		},
 		{
 			name:   "jwks without keys",
-			body:   `{"client_id":"` + id + `",` + redirect + `,"jwks":{}}`,
+			body:   cimdTestDoc(`"jwks":{}`),
+			method: authNone,
+		},
+		{
+			name:   "member named like keys but not keys",
+			body:   cimdTestDoc(`"jwks":{"keyset":[` + cimdTestOctKey + `]}`),
 			method: authNone,
 		},
 
 		{
-			name: "not JSON",
-			body: `client_id=x`,
+			name: "not JSON", body: `client_id=x`,
 			rule: "json_syntax", want: "the document is not valid JSON",
 		},
 		{
-			name: "not an object",
-			body: `["` + id + `"]`,
+			name: "not an object", body: `["` + cimdTestID + `"]`,
 			rule: "json_object", want: "the document must be a JSON object",
 		},
 		{
-			name: "member of the wrong type",
-			body: `{"client_id":"` + id + `",` + redirect + `,"client_name":1}`,
+			name: "member of the wrong type", body: cimdTestDoc(`"client_name":1`),
 			rule: "json_type", want: "client_name must be a string",
 		},
 		{
-			name: "client_id missing",
-			body: `{` + redirect + `}`,
+			name: "client_id missing", body: `{` + redirect + `}`,
 			rule: "cimd_client_id", want: "client_id is missing",
 		},
 		{
-			name: "client_id null",
-			body: `{"client_id":null,` + redirect + `}`,
+			name: "client_id null", body: `{"client_id":null,` + redirect + `}`,
 			rule: "cimd_client_id", want: "client_id is missing",
 		},
 		{
-			name: "client_id a number",
-			body: `{"client_id":1,` + redirect + `}`,
+			name: "client_id a number", body: `{"client_id":1,` + redirect + `}`,
 			rule: "cimd_client_id", want: "must be a string",
 		},
 		{
 			name: "client_id an array",
-			body: `{"client_id":["` + id + `"],` + redirect + `}`,
+			body: `{"client_id":["` + cimdTestID + `"],` + redirect + `}`,
 			rule: "cimd_client_id", want: "must be a string",
 		},
 		{
@@ -250,12 +266,13 @@ func TestParseCIMDDocument(t *testing.T) {
 		},
 		{
 			name: "client_id with trailing slash",
-			body: `{"client_id":"` + id + `/",` + redirect + `}`,
+			body: `{"client_id":"` + cimdTestID + `/",` + redirect + `}`,
 			rule: "cimd_client_id", want: "does not equal",
 		},
 		{
 			name: "client_id with default port",
-			body: `{"client_id":"https://app.example:443/client",` + redirect + `}`,
+			body: `{"client_id":"https://app.example:443/client",` +
+				redirect + `}`,
 			rule: "cimd_client_id", want: "does not equal",
 		},
 		{
@@ -264,143 +281,112 @@ func TestParseCIMDDocument(t *testing.T) {
 			rule: "cimd_client_id", want: "does not equal",
 		},
 		{
-			name: "client_id empty",
-			body: `{"client_id":"",` + redirect + `}`,
+			name: "client_id empty", body: `{"client_id":"",` + redirect + `}`,
 			rule: "cimd_client_id", want: `client_id "" does not equal`,
 		},
 		{
-			name: "client_secret",
-			body: `{"client_id":"` + id + `",` + redirect + `,"client_secret":"s3cret"}`,
+			name: "client_secret", body: cimdTestDoc(`"client_secret":"s3cret"`),
 			rule: "cimd_client_secret", want: "client_secret must not be present",
 		},
 		{
-			name: "client_secret null",
-			body: `{"client_id":"` + id + `",` + redirect + `,"client_secret":null}`,
+			name: "client_secret null", body: cimdTestDoc(`"client_secret":null`),
 			rule: "cimd_client_secret", want: "client_secret must not be present",
-		},
-		{
-			name: "client_secret_expires_at",
-			body: `{"client_id":"` + id + `",` + redirect + `,"client_secret_expires_at":0}`,
-			rule: "cimd_issued", want: "client_secret_expires_at must not be present",
-		},
-		{
-			name: "registration_access_token",
-			body: `{"client_id":"` + id + `",` + redirect + `,"registration_access_token":"t"}`,
-			rule: "cimd_issued", want: "registration_access_token must not be present",
-		},
-		{
-			name: "registration_client_uri",
-			body: `{"client_id":"` + id + `",` + redirect + `,` +
-				`"registration_client_uri":"https://as.example/register/x"}`,
-			rule: "cimd_issued", want: "registration_client_uri must not be present",
-		},
-		{
-			name: "client_id_issued_at",
-			body: `{"client_id":"` + id + `",` + redirect + `,"client_id_issued_at":1}`,
-			rule: "cimd_issued", want: "client_id_issued_at must not be present",
 		},
 		{
 			name: "redirect_uris missing",
-			body: `{"client_id":"` + id + `"}`,
+			body: `{"client_id":"` + cimdTestID + `"}`,
 			rule: "cimd_redirect_uris", want: "at least one redirect URI",
 		},
 		{
 			name: "redirect_uris empty",
-			body: `{"client_id":"` + id + `","redirect_uris":[]}`,
+			body: `{"client_id":"` + cimdTestID + `","redirect_uris":[]}`,
 			rule: "cimd_redirect_uris", want: "at least one redirect URI",
 		},
 		{
 			name: "redirect_uris null",
-			body: `{"client_id":"` + id + `","redirect_uris":null}`,
+			body: `{"client_id":"` + cimdTestID + `","redirect_uris":null}`,
 			rule: "cimd_redirect_uris", want: "at least one redirect URI",
 		},
 		{
-			name: "jwks not a key set",
-			body: `{"client_id":"` + id + `",` + redirect + `,"jwks":{"keys":{}}}`,
+			name: "jwks keys not an array", body: cimdTestDoc(`"jwks":{"keys":{}}`),
 			rule: "cimd_jwks", want: "jwks keys must be an array",
 		},
 		{
-			name: "jwks key not an object",
-			body: `{"client_id":"` + id + `",` + redirect + `,"jwks":{"keys":["k"]}}`,
+			name: "jwks key not an object", body: cimdTestDoc(cimdTestJWKS(`"k"`)),
 			rule: "cimd_jwks", want: "jwks key 0 must be an object",
 		},
 		{
 			// A parser that keeps the last "keys" sees no key; one that
 			// keeps the first sees the symmetric one.
 			name: "jwks keys repeated",
-			body: `{"client_id":"` + id + `",` + redirect + `,` +
-				`"jwks":{"keys":[{"kty":"oct","k":"c2VjcmV0"}],"keys":[]}}`,
+			body: cimdTestDoc(`"jwks":{"keys":[` + cimdTestOctKey + `],"keys":[]}`),
 			rule: "cimd_jwks", want: "without repeated members",
-		},
-		{
-			name: "jwks key member repeated",
-			body: `{"client_id":"` + id + `",` + redirect + `,` +
-				`"jwks":{"keys":[{"kty":"EC","kty":"EC"}]}}`,
-			rule: "cimd_jwks", want: "jwks key 0 must be an object without repeated",
 		},
 		{
 			// Which of the two a parser reads depends on the parser.
 			name: "jwks keys in two cases",
-			body: `{"client_id":"` + id + `",` + redirect + `,` +
-				`"jwks":{"keys":[{"kty":"oct","k":"c2VjcmV0"}],"Keys":[]}}`,
+			body: cimdTestDoc(`"jwks":{"keys":[` + cimdTestOctKey + `],"Keys":[]}`),
 			rule: "cimd_jwks", want: "without repeated members",
+		},
+		{
+			name: "jwks key member repeated",
+			body: cimdTestDoc(cimdTestJWKS(`{"kty":"EC","kty":"EC"}`)),
+			rule: "cimd_jwks", want: "key 0 must be an object without repeated",
 		},
 		{
 			// encoding/json, and so go-jose, reads "Keys" as "keys".
 			name: "jwks keys in upper case",
-			body: `{"client_id":"` + id + `",` + redirect + `,` +
-				`"jwks":{"Keys":[{"kty":"oct","k":"c2VjcmV0"}]}}`,
+			body: cimdTestDoc(`"jwks":{"Keys":[` + cimdTestOctKey + `]}`),
 			rule: "cimd_private_key", want: `(member "k")`,
 		},
 		{
 			// U+212A KELVIN SIGN folds to k.
 			name: "jwks keys with Kelvin sign",
-			body: `{"client_id":"` + id + `",` + redirect + `,` +
-				`"jwks":{"\u212aeys":[{"kty":"oct","k":"c2VjcmV0"}]}}`,
+			body: cimdTestDoc(`"jwks":{"\u212aeys":[` + cimdTestOctKey + `]}`),
 			rule: "cimd_private_key", want: `(member "k")`,
 		},
 		{
 			name: "private member in upper case",
-			body: `{"client_id":"` + id + `",` + redirect + `,` +
-				`"jwks":{"keys":[{"kty":"EC","crv":"P-256","x":"AQ","y":"AQ","D":"AQ"}]}}`,
+			body: cimdTestDoc(cimdTestJWKS(`{"kty":"EC","crv":"P-256",` +
+				`"x":"AQ","y":"AQ","D":"AQ"}`)),
 			rule: "cimd_private_key", want: `(member "d")`,
 		},
 		{
 			name: "private member with Kelvin sign",
-			body: `{"client_id":"` + id + `",` + redirect + `,` +
-				`"jwks":{"keys":[{"kty":"oct","\u212a":"AQ"}]}}`,
+			body: cimdTestDoc(cimdTestJWKS(`{"kty":"oct","\u212a":"AQ"}`)),
 			rule: "cimd_private_key", want: `(member "k")`,
 		},
-		{
-			name:   "member named like keys but not keys",
-			body:   `{"client_id":"` + id + `",` + redirect + `,"jwks":{"keyset":[{"k":"AQ"}]}}`,
-			method: authNone,
-		},
+	}
+	for _, name := range issuedMembers {
+		cases = append(cases, tc{
+			name: "issued member " + name,
+			body: cimdTestDoc(`"` + name + `":"x"`),
+			rule: "cimd_issued", want: name + " must not be present",
+		})
 	}
 	for _, name := range privateKeyMembers {
+		rsa := `{"kty":"RSA","n":"AQ","e":"AQAB","` + name + `":"AQ"}`
 		cases = append(cases, tc{
 			name: "private key member " + name,
-			body: `{"client_id":"` + id + `",` + redirect + `,` +
-				`"jwks":{"keys":[` + ecKey + `,{"kty":"RSA","n":"AQ","e":"AQAB","` +
-				name + `":"AQ"}]}}`,
+			body: cimdTestDoc(cimdTestJWKS(cimdTestECKey, rsa)),
 			rule: "cimd_private_key",
-			want: `jwks key 1 holds private or symmetric key material (member "` +
-				name + `")`,
+			want: `jwks key 1 holds private or symmetric key material ` +
+				`(member "` + name + `")`,
 		})
 	}
 	for _, method := range secretMethods {
 		cases = append(cases, tc{
 			name: "auth method " + method,
-			body: `{"client_id":"` + id + `",` + redirect + `,` +
-				`"token_endpoint_auth_method":"` + method + `"}`,
+			body: cimdTestDoc(`"token_endpoint_auth_method":"` + method + `"`),
 			rule: "cimd_auth_method",
-			want: `token_endpoint_auth_method "` + method + `" needs a shared secret`,
+			want: `token_endpoint_auth_method "` + method +
+				`" needs a shared secret`,
 		})
 	}
 
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			m, perr := parseCIMDDocument([]byte(tc.body), id)
+			m, perr := parseCIMDDocument([]byte(tc.body), cimdTestID)
 			if tc.rule == "" {
 				if perr != nil {
 					t.Fatalf("refused: %v", perr)
@@ -413,7 +399,8 @@ func TestParseCIMDDocument(t *testing.T) {
 					t.Errorf("no redirect_uris in %+v", m)
 				}
 				if m.SoftwareStatement != "" {
-					t.Errorf("software_statement kept: %q", m.SoftwareStatement)
+					t.Errorf("software_statement kept: %q",
+						m.SoftwareStatement)
 				}
 				return
 			}
@@ -429,10 +416,12 @@ func TestParseCIMDDocument(t *testing.T) {
 					perr.Status, perr.Code, codeInvalidClientMetadata)
 			}
 			if perr.Rule != tc.rule {
-				t.Errorf("rule %q, want %q (%s)", perr.Rule, tc.rule, perr.Description)
+				t.Errorf("rule %q, want %q (%s)",
+					perr.Rule, tc.rule, perr.Description)
 			}
 			if !strings.Contains(perr.Description, tc.want) {
-				t.Errorf("description %q, want it to hold %q", perr.Description, tc.want)
+				t.Errorf("description %q, want it to hold %q",
+					perr.Description, tc.want)
 			}
 		})
 	}
@@ -452,199 +441,281 @@ func TestParseCIMDDocumentLongClientID(t *testing.T) {
 	}
 }
 
+// cimdTestHeader returns a header of the name and value pairs in kv; a name given
+// twice has two lines.
+func cimdTestHeader(kv ...string) http.Header {
+	h := http.Header{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		h.Add(kv[i], kv[i+1])
+	}
+	return h
+}
+
 // TestCIMDTTL covers the lifetime read from caching headers and its
-// clamping to [min, max] of one minute and one hour.
+// clamping, to [1m, 1h] unless a case says otherwise.
 func TestCIMDTTL(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	at := func(d time.Duration) string {
 		return now.Add(d).Format(http.TimeFormat)
 	}
-	const minTTL, maxTTL = time.Minute, time.Hour
+	const lo, hi = time.Minute, time.Hour
+	const cc = "Cache-Control"
+	h := cimdTestHeader
 
 	cases := []struct {
-		name    string
-		header  http.Header
-		reqHdr  http.Header
-		noReq   bool
-		status  int
-		want    time.Duration
-		minimum time.Duration // overrides minTTL when set
-		maximum time.Duration // overrides maxTTL when set
+		name   string
+		header http.Header
+		reqHdr http.Header
+		noReq  bool
+		status int
+		min    time.Duration // overrides lo when set
+		max    time.Duration // overrides hi when set
+		want   time.Duration
 	}{
-		{name: "no headers", want: minTTL},
-		{name: "max-age", header: http.Header{"Cache-Control": {"max-age=600"}},
-			want: 10 * time.Minute},
-		{name: "max-age with other directives",
-			header: http.Header{"Cache-Control": {"public, max-age=600, must-revalidate"}},
-			want:   10 * time.Minute},
-		{name: "max-age upper case", header: http.Header{"Cache-Control": {"MAX-AGE=600"}},
-			want: 10 * time.Minute},
-		{name: "max-age quoted", header: http.Header{"Cache-Control": {`max-age="600"`}},
-			want: 10 * time.Minute},
-		{name: "max-age zero", header: http.Header{"Cache-Control": {"max-age=0"}},
-			want: minTTL},
-		{name: "max-age below min", header: http.Header{"Cache-Control": {"max-age=5"}},
-			want: minTTL},
-		{name: "max-age above max", header: http.Header{"Cache-Control": {"max-age=86400"}},
-			want: maxTTL},
-		{name: "max-age huge", header: http.Header{"Cache-Control": {"max-age=99999999999999"}},
-			want: maxTTL},
-		{name: "max-age negative", header: http.Header{"Cache-Control": {"max-age=-5"}},
-			want: minTTL},
-		{name: "max-age not a number", header: http.Header{"Cache-Control": {"max-age=abc"}},
-			want: minTTL},
-		{name: "private", header: http.Header{"Cache-Control": {"private, max-age=600"}},
-			want: 10 * time.Minute},
-		{name: "s-maxage ignored", header: http.Header{"Cache-Control": {"s-maxage=600"}},
-			want: minTTL},
-		{name: "s-maxage does not override max-age",
-			header: http.Header{"Cache-Control": {"s-maxage=3000, max-age=120"}},
-			want:   2 * time.Minute},
-		{name: "no-store", header: http.Header{"Cache-Control": {"no-store, max-age=600"}},
-			want: minTTL},
-		{name: "no-cache", header: http.Header{"Cache-Control": {"no-cache, max-age=600"}},
-			want: minTTL},
-		{name: "qualified no-cache",
-			header: http.Header{"Cache-Control": {`no-cache="Set-Cookie", max-age=600`}},
-			want:   minTTL},
-		{name: "no-store on a second line",
-			header: http.Header{"Cache-Control": {"max-age=600", "no-store"}},
-			want:   minTTL},
-		{name: "max-age on a second line",
-			header: http.Header{"Cache-Control": {"public", "max-age=600"}},
-			want:   10 * time.Minute},
-		{name: "pragma alone ignored", header: http.Header{"Pragma": {"no-cache"}},
-			want: minTTL},
-		{name: "request no-store",
-			header: http.Header{"Cache-Control": {"max-age=600"}},
-			reqHdr: http.Header{"Cache-Control": {"no-store"}},
-			want:   minTTL},
-		{name: "request with Authorization",
-			header: http.Header{"Cache-Control": {"max-age=600"}},
-			reqHdr: http.Header{"Authorization": {"Bearer x"}},
-			want:   minTTL},
-		{name: "no request", noReq: true,
-			header: http.Header{"Cache-Control": {"max-age=600"}},
-			want:   10 * time.Minute},
-		{name: "status not cacheable by default but max-age",
-			status: http.StatusCreated,
-			header: http.Header{"Cache-Control": {"max-age=600"}},
-			want:   10 * time.Minute},
-
-		{name: "Expires", header: http.Header{"Expires": {at(20 * time.Minute)}},
-			want: 20 * time.Minute},
-		{name: "Expires with Date now",
-			header: http.Header{"Expires": {at(20 * time.Minute)}, "Date": {at(0)}},
-			want:   20 * time.Minute},
-		{name: "Expires with Date in the past",
-			header: http.Header{"Expires": {at(20 * time.Minute)},
-				"Date": {at(-5 * time.Minute)}},
-			want: 20 * time.Minute},
+		{name: "no headers", header: h(), want: lo},
+		{name: "max-age", header: h(cc, "max-age=600"), want: 10 * time.Minute},
 		{
-			// The server's clock runs an hour ahead: Expires counts
-			// from its Date, not from ours.
-			name: "Expires with Date in the future",
-			header: http.Header{"Expires": {at(80 * time.Minute)},
-				"Date": {at(time.Hour)}},
+			name:   "max-age with other directives",
+			header: h(cc, "public, max-age=600, must-revalidate"),
+			want:   10 * time.Minute,
+		},
+		{
+			name:   "max-age in upper case",
+			header: h(cc, "MAX-AGE=600"),
+			want:   10 * time.Minute,
+		},
+		{
+			name:   "max-age quoted",
+			header: h(cc, `max-age="600"`),
+			want:   10 * time.Minute,
+		},
+		{name: "max-age zero", header: h(cc, "max-age=0"), want: lo},
+		{name: "max-age below min", header: h(cc, "max-age=5"), want: lo},
+		{name: "max-age above max", header: h(cc, "max-age=86400"), want: hi},
+		{
+			name:   "max-age huge",
+			header: h(cc, "max-age=99999999999999"),
+			want:   hi,
+		},
+		{name: "max-age negative", header: h(cc, "max-age=-5"), want: lo},
+		{name: "max-age not a number", header: h(cc, "max-age=abc"), want: lo},
+		{
+			name:   "private",
+			header: h(cc, "private, max-age=600"),
+			want:   10 * time.Minute,
+		},
+		{
+			// The server is a private cache: s-maxage is not for it.
+			name:   "s-maxage ignored",
+			header: h(cc, "s-maxage=600"),
+			want:   lo,
+		},
+		{
+			name:   "s-maxage does not override max-age",
+			header: h(cc, "s-maxage=3000, max-age=120"),
+			want:   2 * time.Minute,
+		},
+		{name: "no-store", header: h(cc, "no-store, max-age=600"), want: lo},
+		{name: "no-cache", header: h(cc, "no-cache, max-age=600"), want: lo},
+		{
+			name:   "qualified no-cache",
+			header: h(cc, `no-cache="Set-Cookie", max-age=600`),
+			want:   lo,
+		},
+		{
+			name:   "no-store on a second line",
+			header: h(cc, "max-age=600", cc, "no-store"),
+			want:   lo,
+		},
+		{
+			name:   "max-age on a second line",
+			header: h(cc, "public", cc, "max-age=600"),
+			want:   10 * time.Minute,
+		},
+		{name: "Pragma alone ignored", header: h("Pragma", "no-cache"), want: lo},
+		{
+			name:   "request no-store",
+			header: h(cc, "max-age=600"),
+			reqHdr: h(cc, "no-store"),
+			want:   lo,
+		},
+		{
+			// The library follows RFC 9111 section 3.5.
+			name:   "request with Authorization",
+			header: h(cc, "max-age=600"),
+			reqHdr: h("Authorization", "Bearer x"),
+			want:   lo,
+		},
+		{
+			name:   "no request",
+			header: h(cc, "max-age=600"),
+			noReq:  true,
+			want:   10 * time.Minute,
+		},
+		{
+			name:   "status not cacheable by default, with max-age",
+			header: h(cc, "max-age=600"),
+			status: http.StatusCreated,
+			want:   10 * time.Minute,
+		},
+
+		{
+			name:   "Expires",
+			header: h("Expires", at(20*time.Minute)),
+			want:   20 * time.Minute,
+		},
+		{
+			name:   "Expires with Date now",
+			header: h("Expires", at(20*time.Minute), "Date", at(0)),
+			want:   20 * time.Minute,
+		},
+		{
+			name: "Expires with Date in the past",
+			header: h("Expires", at(20*time.Minute),
+				"Date", at(-5*time.Minute)),
 			want: 20 * time.Minute,
 		},
-		{name: "Expires in the past", header: http.Header{"Expires": {at(-time.Hour)}},
-			want: minTTL},
-		{name: "Expires zero", header: http.Header{"Expires": {"0"},
-			"Last-Modified": {at(-240 * time.Hour)}},
-			want: minTTL},
-		{name: "Expires above max", header: http.Header{"Expires": {at(48 * time.Hour)}},
-			want: maxTTL},
-		{name: "max-age wins over Expires",
-			header: http.Header{"Cache-Control": {"max-age=300"},
-				"Expires": {at(2 * time.Hour)}},
-			want: 5 * time.Minute},
-		{name: "max-age wins over Expires in the past",
-			header: http.Header{"Cache-Control": {"max-age=300"},
-				"Expires": {at(-time.Hour)}},
-			want: 5 * time.Minute},
+		{
+			// The origin's clock runs an hour ahead: Expires counts
+			// from its Date, not from ours.
+			name: "Expires with Date in the future",
+			header: h("Expires", at(80*time.Minute),
+				"Date", at(time.Hour)),
+			want: 20 * time.Minute,
+		},
+		{
+			name:   "Expires in the past",
+			header: h("Expires", at(-time.Hour)),
+			want:   lo,
+		},
+		{
+			// "0" is expired, not absent: no heuristic from
+			// Last-Modified.
+			name:   "Expires zero",
+			header: h("Expires", "0", "Last-Modified", at(-240*time.Hour)),
+			want:   lo,
+		},
+		{
+			name:   "Expires above max",
+			header: h("Expires", at(48*time.Hour)),
+			want:   hi,
+		},
+		{
+			name:   "max-age wins over Expires",
+			header: h(cc, "max-age=300", "Expires", at(2*time.Hour)),
+			want:   5 * time.Minute,
+		},
+		{
+			name:   "max-age wins over an Expires in the past",
+			header: h(cc, "max-age=300", "Expires", at(-time.Hour)),
+			want:   5 * time.Minute,
+		},
 
-		{name: "Age", header: http.Header{"Cache-Control": {"max-age=600"},
-			"Age": {"400"}},
-			want: 200 * time.Second},
-		{name: "Age beyond max-age", header: http.Header{"Cache-Control": {"max-age=600"},
-			"Age": {"700"}},
-			want: minTTL},
-		{name: "Age huge", header: http.Header{"Cache-Control": {"max-age=600"},
-			"Age": {"99999999999999999999999"}},
-			want: minTTL},
-		{name: "Age not a number", header: http.Header{"Cache-Control": {"max-age=600"},
-			"Age": {"soon"}},
-			want: 10 * time.Minute},
-		{name: "Date in the past ages max-age",
-			header: http.Header{"Cache-Control": {"max-age=600"},
-				"Date": {at(-4 * time.Minute)}},
-			want: 6 * time.Minute},
-		{name: "Date in the future does not extend max-age",
-			header: http.Header{"Cache-Control": {"max-age=600"},
-				"Date": {at(time.Hour)}},
-			want: 10 * time.Minute},
-		{name: "Date not a date",
-			header: http.Header{"Cache-Control": {"max-age=600"}, "Date": {"yesterday"}},
-			want:   10 * time.Minute},
-		{name: "Age and Date, Age greater",
-			header: http.Header{"Cache-Control": {"max-age=600"},
-				"Date": {at(-time.Minute)}, "Age": {"300"}},
-			want: 5 * time.Minute},
+		{
+			name:   "Age",
+			header: h(cc, "max-age=600", "Age", "400"),
+			want:   200 * time.Second,
+		},
+		{
+			name:   "Age beyond max-age",
+			header: h(cc, "max-age=600", "Age", "700"),
+			want:   lo,
+		},
+		{
+			name:   "Age huge",
+			header: h(cc, "max-age=600", "Age", "99999999999999999999999"),
+			want:   lo,
+		},
+		{
+			name:   "Age not a number",
+			header: h(cc, "max-age=600", "Age", "soon"),
+			want:   10 * time.Minute,
+		},
+		{
+			name:   "Date in the past ages max-age",
+			header: h(cc, "max-age=600", "Date", at(-4*time.Minute)),
+			want:   6 * time.Minute,
+		},
+		{
+			name:   "Date in the future does not extend max-age",
+			header: h(cc, "max-age=600", "Date", at(time.Hour)),
+			want:   10 * time.Minute,
+		},
+		{
+			name:   "Date not a date",
+			header: h(cc, "max-age=600", "Date", "yesterday"),
+			want:   10 * time.Minute,
+		},
+		{
+			name: "Age greater than time since Date",
+			header: h(cc, "max-age=600", "Date", at(-time.Minute),
+				"Age", "300"),
+			want: 5 * time.Minute,
+		},
 
-		{name: "Last-Modified heuristic",
-			header: http.Header{"Last-Modified": {at(-5 * time.Hour)}},
-			want:   30 * time.Minute},
-		{name: "Last-Modified heuristic capped by max",
-			header: http.Header{"Last-Modified": {at(-100 * time.Hour)}},
-			want:   maxTTL},
-		{name: "Last-Modified heuristic capped at a day",
-			header:  http.Header{"Last-Modified": {at(-1000 * time.Hour)}},
-			maximum: 48 * time.Hour,
-			want:    24 * time.Hour},
-		{name: "Last-Modified not a date",
-			header: http.Header{"Last-Modified": {"long ago"}},
-			want:   minTTL},
-		{name: "Last-Modified with max-age",
-			header: http.Header{"Last-Modified": {at(-100 * time.Hour)},
-				"Cache-Control": {"max-age=120"}},
-			want: 2 * time.Minute},
+		{
+			name:   "Last-Modified heuristic",
+			header: h("Last-Modified", at(-5*time.Hour)),
+			want:   30 * time.Minute,
+		},
+		{
+			name:   "Last-Modified heuristic above max",
+			header: h("Last-Modified", at(-100*time.Hour)),
+			want:   hi,
+		},
+		{
+			name:   "Last-Modified heuristic at most a day",
+			header: h("Last-Modified", at(-1000*time.Hour)),
+			max:    48 * time.Hour,
+			want:   24 * time.Hour,
+		},
+		{
+			name:   "Last-Modified not a date",
+			header: h("Last-Modified", "long ago"),
+			want:   lo,
+		},
+		{
+			name:   "max-age wins over Last-Modified",
+			header: h("Last-Modified", at(-100*time.Hour), cc, "max-age=120"),
+			want:   2 * time.Minute,
+		},
 
-		{name: "max below min wins",
-			header:  http.Header{"Cache-Control": {"no-store"}},
-			minimum: 2 * time.Hour,
-			want:    maxTTL},
-		{name: "max below min wins over max-age",
-			header:  http.Header{"Cache-Control": {"max-age=86400"}},
-			minimum: 2 * time.Hour,
-			want:    maxTTL},
+		{
+			name:   "max below min wins",
+			header: h(cc, "no-store"),
+			min:    2 * time.Hour,
+			want:   hi,
+		},
+		{
+			name:   "max below min wins over max-age",
+			header: h(cc, "max-age=86400"),
+			min:    2 * time.Hour,
+			want:   hi,
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			header := tc.header
-			if header == nil {
-				header = http.Header{}
-			}
-			reqHdr := tc.reqHdr
-			if reqHdr == nil {
-				reqHdr = http.Header{}
-			}
 			status := tc.status
 			if status == 0 {
 				status = http.StatusOK
 			}
-			resp := &http.Response{StatusCode: status, Header: header}
+			resp := &http.Response{StatusCode: status, Header: tc.header}
 			if !tc.noReq {
-				resp.Request = &http.Request{Method: http.MethodGet, Header: reqHdr}
+				reqHdr := tc.reqHdr
+				if reqHdr == nil {
+					reqHdr = http.Header{}
+				}
+				resp.Request = &http.Request{Method: http.MethodGet,
+					Header: reqHdr}
 			}
-			lo, hi := minTTL, maxTTL
-			if tc.minimum != 0 {
-				lo = tc.minimum
+			minTTL, maxTTL := lo, hi
+			if tc.min != 0 {
+				minTTL = tc.min
 			}
-			if tc.maximum != 0 {
-				hi = tc.maximum
+			if tc.max != 0 {
+				maxTTL = tc.max
 			}
-			if got := cimdTTL(resp, now, lo, hi); got != tc.want {
+			if got := cimdTTL(resp, now, minTTL, maxTTL); got != tc.want {
 				t.Errorf("cimdTTL = %v, want %v", got, tc.want)
 			}
 		})

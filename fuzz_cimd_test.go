@@ -163,7 +163,8 @@ func FuzzCIMDDocument(f *testing.F) {
 			t.Fatalf("accepted %q, which encoding/json refuses: %v", body, err)
 		}
 		var got string
-		if err := json.Unmarshal(doc["client_id"], &got); err != nil || got != clientID {
+		err := json.Unmarshal(doc["client_id"], &got)
+		if err != nil || got != clientID {
 			t.Fatalf("accepted client_id %s for %q", doc["client_id"], clientID)
 		}
 		for _, name := range append([]string{"client_secret"}, issuedMembers...) {
