@@ -216,6 +216,16 @@ func TestIntegrationCIMDFlow(t *testing.T) {
 			t.Errorf("reader answered %q, want %q", lines, wantLine)
 		}
 	})
+	t.Run("an operator disables and enables it", func(t *testing.T) {
+		f.itCLI(t, "disable", id)
+		r := f.cimdAuthorize(t, id)
+		f.refused(t)
+		if r.status != http.StatusBadRequest {
+			t.Errorf("disabled document client: status %d, want 400", r.status)
+		}
+		f.itCLI(t, "enable", id)
+		f.passed(t, f.cimdAuthorize(t, id))
+	})
 	t.Run("the registered redirect URI holds", func(t *testing.T) {
 		r := f.authorize(t, false, itForm("response_type", "code", "client_id", id,
 			"redirect_uri", "https://evil.example/cb"))
