@@ -2,6 +2,8 @@ package dcr
 
 import (
 	"net/http"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -84,4 +86,19 @@ func TestIntegrationPolicyAmendmentRechecked(t *testing.T) {
 		"policy expression `{\"grant_types\": [\"password\"]}`")
 	s.postRefused(t, itValidBody,
 		itRefusal{400, "invalid_client_metadata", "password"})
+}
+
+// TestIntegrationPolicyBadExpression checks that a CEL expression that
+// does not compile fails the config load, as "caddy validate" would
+// report it, with CEL's message.
+func TestIntegrationPolicyBadExpression(t *testing.T) {
+	site := storeSite{admin: "localhost:2992", port: 9197,
+		db:    filepath.Join(t.TempDir(), "clients.db"),
+		extra: "policy expression `client_nam == \"x\"`"}
+	err := storeValidate(site.caddyfile())
+	if err == nil || !strings.Contains(err.Error(), "undeclared reference") ||
+		!strings.Contains(err.Error(), "client_nam") {
+		t.Fatalf("validating a config with a bad expression: %v, want CEL's "+
+			"undeclared reference error", err)
+	}
 }

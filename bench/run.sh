@@ -10,6 +10,7 @@
 #   registration + a reader process
 #   token request through enforcement  vs the same request through a plain
 #                                         reverse_proxy to the same backend
+#   registration with a webhook hook   vs static, and vs no hook
 #   registration, PostgreSQL store     vs static, and vs the bbolt store
 #                                         (needs PostgreSQL's initdb and
 #                                         pg_ctl; skipped without them)
@@ -103,6 +104,21 @@ http://127.0.0.1:8120 {
 http://127.0.0.1:8121 {
 	reverse_proxy 127.0.0.1:8120
 }
+# The same registration endpoint with a webhook: every registration also
+# queues an event in the store, delivered to the receiver below.
+http://127.0.0.1:8124 {
+	dcr {
+		store $work/hooked.db
+		rate_limit off
+		hook webhook http://127.0.0.1:8125/events {
+			secret bench-webhook-signing-key-0123456789
+		}
+	}
+}
+# The webhook receiver.
+http://127.0.0.1:8125 {
+	respond 204
+}
 # The same registration endpoint on a store of $SEED clients.
 http://127.0.0.1:8122 {
 	dcr {
@@ -186,6 +202,8 @@ pids+=($rp)
 r2=$(run -label register+reader -url "$base/register")
 wait "$rp"
 reader=$(cat "$work/reader.out")
+rhook=$(run -label register-webhook -url http://127.0.0.1:8124/register)
+delivered=$(metric 'caddy_dcr_hook_deliveries_total{hook="webhook",outcome="delivered"}')
 rpg=
 if [ -n "$pg_dsn" ]; then
 	rpg=$(run -label register-postgres -url http://127.0.0.1:8123/register)
@@ -199,6 +217,8 @@ pe=$(run -label enforced-token -status 200 -type application/x-www-form-urlencod
 printf '%s\n' "$b"
 printf '%s\tratio=%s\n' "$r1" "$(ratio "$r1" "$b")"
 printf '%s\tratio=%s\tvs-empty=%s\n' "$rbig" "$(ratio "$rbig" "$b")" "$(ratio "$rbig" "$r1")"
+printf '%s\tratio=%s\tvs-no-hook=%s\tdelivered-by-end=%s\n' "$rhook" "$(ratio "$rhook" "$b")" \
+	"$(ratio "$rhook" "$r1")" "${delivered:-0}"
 if [ -n "$rpg" ]; then
 	printf '%s\tratio=%s\tvs-bbolt=%s\n' "$rpg" "$(ratio "$rpg" "$b")" "$(ratio "$rpg" "$r1")"
 fi
