@@ -81,10 +81,18 @@ func (h *Handler) deliverQueue(ctx context.Context, hk *hook) {
 			if err != nil || len(pending) == 0 {
 				return err
 			}
+			// Delivered events leave the queue together, in one
+			// commit after the batch, rather than one commit each.
+			var done []uint64
+			more := true
 			for _, e := range pending {
-				if !h.deliverEntry(ctx, hk, st, e) {
-					return nil
+				if more = h.deliverEntry(ctx, hk, st, e); !more {
+					break
 				}
+				done = append(done, e.Seq)
+			}
+			if !h.ack(ctx, hk, done) || !more {
+				return nil
 			}
 		}
 		return nil
@@ -95,8 +103,8 @@ func (h *Handler) deliverQueue(ctx context.Context, hk *hook) {
 	}
 }
 
-// deliverEntry offers one waiting event to the hook and, once it took it,
-// removes it from the queue. It reports whether the pass may go on.
+// deliverEntry offers one waiting event to the hook. It reports whether it
+// was delivered, or is to be dropped, and the pass may go on.
 func (h *Handler) deliverEntry(ctx context.Context, hk *hook, st *queueState,
 	e clientdb.OutboxEntry) bool {
 	var rec outboxRecord
@@ -106,7 +114,7 @@ func (h *Handler) deliverEntry(ctx context.Context, hk *hook, st *queueState,
 		h.logger.Error("dropping unreadable hook event",
 			zap.String("hook", hk.name), zap.Uint64("seq", e.Seq), zap.Error(err))
 		metrics.hookDelivery(hk.name, "dropped")
-		return h.ack(ctx, hk, e.Seq)
+		return true
 	}
 	ev := rec.Event
 	if rec.Sealed != nil && hk.key != nil {
@@ -140,18 +148,31 @@ func (h *Handler) deliverEntry(ctx context.Context, hk *hook, st *queueState,
 	}
 	st.failures = 0
 	metrics.hookDelivery(hk.name, "delivered")
-	return h.ack(ctx, hk, e.Seq)
+	return true
 }
 
-// ack removes a delivered event from the queue. If that fails the event
-// is delivered again later; receivers tell a repeat by its ID.
-func (h *Handler) ack(ctx context.Context, hk *hook, seq uint64) bool {
+// ack removes delivered events from the queue, in one commit. If that
+// fails they are delivered again later; receivers tell a repeat by its
+// ID.
+func (h *Handler) ack(ctx context.Context, hk *hook, seqs []uint64) bool {
+	if len(seqs) == 0 {
+		return true
+	}
+	// Events delivered as the handler stops are removed still, so that
+	// the next start does not repeat them.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeWait)
+	defer cancel()
 	err := h.store.Update(ctx, func(tx clientdb.Tx) error {
-		return tx.Ack(hk.queue, seq)
+		for _, seq := range seqs {
+			if err := tx.Ack(hk.queue, seq); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
-	if err != nil && !errors.Is(err, clientdb.ErrUnavailable) && ctx.Err() == nil {
-		h.logger.Error("removing a delivered hook event from its queue",
-			zap.String("hook", hk.name), zap.Uint64("seq", seq), zap.Error(err))
+	if err != nil && !errors.Is(err, clientdb.ErrUnavailable) {
+		h.logger.Error("removing delivered hook events from their queue",
+			zap.String("hook", hk.name), zap.Int("events", len(seqs)), zap.Error(err))
 	}
 	return err == nil
 }

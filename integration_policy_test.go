@@ -1,10 +1,16 @@
 package dcr
 
 import (
+	"context"
+	"errors"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
 // TestIntegrationPolicies runs the built-in policy modules through a real
@@ -100,5 +106,44 @@ func TestIntegrationPolicyBadExpression(t *testing.T) {
 		!strings.Contains(err.Error(), "client_nam") {
 		t.Fatalf("validating a config with a bad expression: %v, want CEL's "+
 			"undeclared reference error", err)
+	}
+}
+
+// failingPolicy is a policy module of the tests that fails: a policy
+// that cannot decide.
+type failingPolicy struct{}
+
+func init() { caddy.RegisterModule(failingPolicy{}) }
+
+func (failingPolicy) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "dcr.policies.test_failing",
+		New: func() caddy.Module { return new(failingPolicy) }}
+}
+
+func (failingPolicy) Check(context.Context, *PolicyInput) error {
+	return errors.New("partner list unavailable")
+}
+
+func (*failingPolicy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	return nil
+}
+
+// TestIntegrationPolicyFails checks that a policy that fails answers 500
+// server_error without its cause, stores nothing, and logs the cause.
+func TestIntegrationPolicyFails(t *testing.T) {
+	s := startDCR(t, "policy test_failing")
+	s.postRefused(t, itValidBody, itRefusal{500, "server_error", "policy of the server failed"})
+	r := s.post(t, itValidBody)
+	if strings.Contains(string(r.body), "partner list") {
+		t.Errorf("the answer shows the policy's error: %s", r.body)
+	}
+	log, err := os.ReadFile(s.logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(log), "partner list unavailable") ||
+		!strings.Contains(string(log), `"rule":"policy test_failing"`) {
+		t.Errorf("the log does not name the failing policy and its cause:\n%s", log)
 	}
 }
