@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/caddy-dcr/caddy-dcr/clientdb"
+	"github.com/caddy-dcr/caddy-dcr/internal/pgtest"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy/fastcgi"
@@ -54,7 +55,7 @@ const itFrontCaddyfile = `{
 http://localhost:9080 {
 	vars test_config_generation %d
 	dcr {
-		store %q
+		store %s
 %s	}
 %s	reverse_proxy %s {
 %s	}
@@ -115,6 +116,12 @@ func startFront(t *testing.T, b *itBackend, cfg itFrontConfig) *itFront {
 		},
 		backend: b,
 	}
+	if itOnPostgres {
+		// Registered after itUnloadAtEnd, so it runs before it: the
+		// database is dropped once Caddy no longer uses it.
+		f.store, f.pg = pgtest.Database(t), true
+		itUnloadAtEnd(t)
+	}
 	f.reload(t, cfg)
 	return f
 }
@@ -126,7 +133,7 @@ func startFront(t *testing.T, b *itBackend, cfg itFrontConfig) *itFront {
 func (f *itFront) reload(t *testing.T, cfg itFrontConfig) {
 	t.Helper()
 	f.loads++
-	config := fmt.Sprintf(itFrontCaddyfile, itLines(1, cfg.global), f.logFile, f.loads, f.store,
+	config := fmt.Sprintf(itFrontCaddyfile, itLines(1, cfg.global), f.logFile, f.loads, f.storeArgs(),
 		itLines(2, itRateLimitOff(cfg.dcr)), itLines(1, cfg.site), f.backend.addr, itLines(2, cfg.proxy))
 	caddytest.NewTester(t).InitServer(config, "caddyfile")
 	if t.Failed() {

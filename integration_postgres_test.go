@@ -76,6 +76,9 @@ var itStoreSuite = []struct {
 	{"HooksWebhook", TestIntegrationHooksWebhook},
 	{"HooksWithoutSecret", TestIntegrationHooksWithoutSecret},
 	{"HooksAdminAndExpiry", TestIntegrationHooksAdminAndExpiry},
+	{"CIMDFlow", TestIntegrationCIMDFlow},
+	{"CIMDRefusals", TestIntegrationCIMDRefusals},
+	{"CIMDRefresh", TestIntegrationCIMDRefresh},
 }
 
 // TestIntegrationPostgres runs itStoreSuite with a PostgreSQL store, a new
