@@ -116,10 +116,12 @@ func TestPostgresTwoInstances(t *testing.T) {
 	if status != http.StatusOK || got["client_name"] != "fleet renamed" {
 		t.Errorf("reading through A after B's update: status %d, %v", status, got)
 	}
-	if status, _ = fleetDo(t, b, http.MethodDelete, "/register/"+id, token, ""); status != http.StatusNoContent {
+	status, _ = fleetDo(t, b, http.MethodDelete, "/register/"+id, token, "")
+	if status != http.StatusNoContent {
 		t.Fatalf("deleting through B: status %d, want 204", status)
 	}
-	if status, _ = fleetDo(t, a, http.MethodGet, "/register/"+id, token, ""); status != http.StatusUnauthorized {
+	status, _ = fleetDo(t, a, http.MethodGet, "/register/"+id, token, "")
+	if status != http.StatusUnauthorized {
 		t.Errorf("reading through A after B deleted: status %d, want 401", status)
 	}
 	status, _ = fleetDo(t, a, http.MethodGet, "/authorize?response_type=code"+

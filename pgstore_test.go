@@ -102,7 +102,8 @@ func TestAcquirePostgresUnreachable(t *testing.T) {
 		if !errors.Is(err, clientdb.ErrUnavailable) {
 			t.Fatalf("Create = %v, want ErrUnavailable", err)
 		}
-		if _, err := s.Client(clientdb.NewClientID(time.Now())); !errors.Is(err, clientdb.ErrUnavailable) {
+		_, err = s.Client(clientdb.NewClientID(time.Now()))
+		if !errors.Is(err, clientdb.ErrUnavailable) {
 			t.Fatalf("Client = %v, want ErrUnavailable", err)
 		}
 	}
