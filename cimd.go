@@ -2,11 +2,15 @@ package dcr
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"net/url"
 	"reflect"
+	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -52,6 +56,10 @@ type cimdResolver struct {
 
 	// flight makes concurrent first requests for one URL share a fetch.
 	flight singleflight.Group
+
+	// failures holds recent refusals, so that a failing URL is not
+	// fetched for every request.
+	failures cimdFailures
 }
 
 // cimdEnabled reports whether client IDs may be metadata document URLs.
@@ -113,49 +121,74 @@ func (c *cimdResolver) resolve(h *Handler, r *http.Request, id string) (*clientd
 	if stored != nil && now.Unix() < stored.DocumentRefreshAt {
 		return stored, nil
 	}
-	if stored == nil && h.limiter != nil {
-		// A new document URL makes a client, as a registration does,
-		// and counts against the same limit per address.
-		if ok, wait := h.limiter.allow(clientIP(r), now); !ok {
-			metrics.rateLimited()
-			return nil, &protoError{
-				Status: http.StatusTooManyRequests,
-				Code:   "temporarily_unavailable",
-				Description: fmt.Sprintf("too many new clients from this address "+
-					"(rate_limit); retry after %d seconds", int64(wait/time.Second)+1),
-				Rule: "rate_limit",
-			}
-		}
+	graceEnd := time.Time{}
+	if stored != nil {
+		graceEnd = time.Unix(stored.DocumentRefreshAt, 0).Add(c.grace)
 	}
 
-	// Waiting requests share the first one's fetch; it must not end
-	// when that request's client goes away.
-	ctx := context.WithoutCancel(r.Context())
-	v, err, _ := c.flight.Do(id, func() (any, error) {
-		return c.refresh(ctx, h, r, id)
-	})
-	if err == nil {
-		return v.(*clientdb.Client), nil
+	// A fetch that failed a moment ago is not made again at once: the
+	// last good copy serves meanwhile, or the refusal is repeated, so
+	// that requests naming a failing URL do not each wait for a fetch.
+	perr, failed := c.failures.get(id, now)
+	if !failed {
+		if stored == nil {
+			if perr := h.admitNewClient(r, now); perr != nil {
+				return nil, perr
+			}
+		}
+		// Waiting requests share the first one's fetch; it must not
+		// end when that request's client goes away.
+		ctx := context.WithoutCancel(r.Context())
+		v, err, _ := c.flight.Do(id, func() (any, error) {
+			return c.refresh(ctx, h, r, id)
+		})
+		if err == nil {
+			return v.(*clientdb.Client), nil
+		}
+		if !errors.As(err, &perr) {
+			return nil, err
+		}
+		c.failures.put(id, perr, now)
 	}
-	var perr *protoError
-	if stored != nil && errors.As(err, &perr) &&
-		now.Before(time.Unix(stored.DocumentRefreshAt, 0).Add(c.grace)) {
-		h.logger.Warn("metadata document refresh failed; using the last good copy",
-			zap.String("client_id", id), zap.String("rule", perr.Rule),
-			zap.String("reason", perr.Description),
-			zap.Time("grace_until", time.Unix(stored.DocumentRefreshAt, 0).Add(c.grace)))
+	if stored != nil && now.Before(graceEnd) {
+		if !failed {
+			h.logger.Warn("metadata document refresh failed; using the last good copy",
+				zap.String("client_id", id), zap.String("rule", perr.Rule),
+				zap.NamedError("cause", perr.Cause), zap.Time("grace_until", graceEnd))
+		}
 		return stored, nil
 	}
-	return nil, err
+	return nil, perr
+}
+
+// admitNewClient applies the registration rate limit of the caller's
+// address to a metadata document URL not stored yet: it makes a client, as
+// a registration does.
+func (h *Handler) admitNewClient(r *http.Request, now time.Time) *protoError {
+	if h.limiter == nil {
+		return nil
+	}
+	ok, wait := h.limiter.allow(clientIP(r), now)
+	if ok {
+		return nil
+	}
+	metrics.rateLimited()
+	return &protoError{
+		Status: http.StatusTooManyRequests,
+		Code:   "temporarily_unavailable",
+		Description: fmt.Sprintf("too many new clients from this address "+
+			"(rate_limit); retry after %d seconds", int64(wait/time.Second)+1),
+		Rule: "rate_limit",
+	}
 }
 
 // refresh fetches and checks the document at id and stores its client,
-// creating it or replacing the stored one.
+// creating it or replacing the stored one. A refusal is a *protoError.
 func (c *cimdResolver) refresh(ctx context.Context, h *Handler, r *http.Request,
 	id string) (*clientdb.Client, error) {
 	res, err := h.fetcher.fetch(ctx, id, fetchRules{
 		requireHTTPS: true,
-		sameHost:     true,
+		noRedirect:   true,
 		maxSize:      cimdMaxSize,
 	})
 	if err != nil {
@@ -166,20 +199,30 @@ func (c *cimdResolver) refresh(ctx context.Context, h *Handler, r *http.Request,
 		}
 		return nil, cimdRefusal(id, reason, err)
 	}
+	if ct := res.header.Get("Content-Type"); !isJSONDocument(ct) {
+		return nil, cimdRefusal(id, fmt.Sprintf("Content-Type %q is not "+
+			"application/json or application/*+json", truncate(ct)), nil)
+	}
 	m, perr := parseCIMDDocument(res.body, id)
 	if perr == nil {
 		perr = h.vetMetadata(r.WithContext(ctx), m, nil, OperationMetadataDocument, id)
+	}
+	if perr == nil && len(h.policies) > 0 {
+		perr = checkDocumentMetadata(m)
 	}
 	if perr != nil {
 		if perr.Status >= 500 {
 			return nil, perr
 		}
-		return nil, cimdRefusal(id, perr.Description, perr)
+		// The cause names the rule, not the description, which may
+		// quote the document and is not logged.
+		return nil, cimdRefusal(id, perr.Description,
+			errors.New("document refused by rule "+perr.Rule))
 	}
 
 	now := h.now()
 	ttl := cimdTTL(res.response, now, c.minTTL, c.maxTTL)
-	next := &clientdb.Client{
+	fresh := clientdb.Client{
 		ID:                id,
 		IssuedAt:          now.Unix(),
 		Kind:              clientdb.KindMetadataDocument,
@@ -187,16 +230,18 @@ func (c *cimdResolver) refresh(ctx context.Context, h *Handler, r *http.Request,
 		DocumentRefreshAt: now.Add(ttl).Unix(),
 		Metadata:          *m,
 	}
-	wctx, cancel := context.WithTimeout(ctx, storeWait)
-	defer cancel()
-	err = h.store.Update(wctx, func(tx clientdb.Tx) error {
+	var stored *clientdb.Client
+	change := func(tx clientdb.Tx) error {
+		// A fresh copy each run: the function may run more than once.
+		next := fresh
+		stored = &next
 		cur, err := tx.Client(id)
 		switch {
 		case errors.Is(err, clientdb.ErrNotFound):
 			if h.MaxClients > 0 && tx.Count() >= h.MaxClients {
 				return errMaxClients(h.MaxClients)
 			}
-			if err := tx.Create(next); err != nil {
+			if err := tx.Create(&next); err != nil {
 				return err
 			}
 			return recordEvent(tx, h.hooks, &clientdb.Event{Time: now.Unix(),
@@ -207,21 +252,25 @@ func (c *cimdResolver) refresh(ctx context.Context, h *Handler, r *http.Request,
 		next.IssuedAt = cur.IssuedAt
 		next.LastUsedAt = cur.LastUsedAt
 		next.DisabledAt = cur.DisabledAt
-		changed := !reflect.DeepEqual(cur.Metadata, next.Metadata)
+		next.UpdatedAt = cur.UpdatedAt
+		changed := !sameMetadata(&cur.Metadata, &next.Metadata)
 		if changed {
 			next.UpdatedAt = now.Unix()
-		} else {
-			next.UpdatedAt = cur.UpdatedAt
 		}
-		if err := tx.Put(next); err != nil {
+		if err := tx.Put(&next); err != nil || !changed {
 			return err
-		}
-		if !changed {
-			return nil
 		}
 		return recordEvent(tx, h.hooks, &clientdb.Event{Time: now.Unix(),
 			Op: clientdb.OpUpdate, Actor: clientdb.ActorSystem, ClientID: id}, "")
-	})
+	}
+	wctx, cancel := context.WithTimeout(ctx, storeWait)
+	defer cancel()
+	err = h.store.Update(wctx, change)
+	if errors.Is(err, clientdb.ErrExists) {
+		// Another instance stored the client since this one looked:
+		// the second run finds it and replaces it.
+		err = h.store.Update(wctx, change)
+	}
 	var perr2 *protoError
 	switch {
 	case errors.Is(err, clientdb.ErrDeleted):
@@ -231,12 +280,82 @@ func (c *cimdResolver) refresh(ctx context.Context, h *Handler, r *http.Request,
 	case err != nil:
 		return nil, storeError(err)
 	}
-	if next.Disabled() {
+	if stored.Disabled() {
 		return nil, errDisabled
 	}
 	h.logger.Info("client metadata document accepted",
 		zap.String("client_id", id),
 		zap.String("client_name", m.ClientName),
 		zap.Duration("refresh_in", ttl))
-	return next, nil
+	return stored, nil
+}
+
+// isJSONDocument reports whether a Content-Type is application/json or
+// application/<something>+json, as a metadata document's must be.
+func isJSONDocument(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	sub, ok := strings.CutPrefix(mt, "application/")
+	return ok && (sub == "json" || strings.HasSuffix(sub, "+json"))
+}
+
+// sameMetadata reports whether two metadata hold the same values, however
+// their JSON members are spaced and ordered: a PostgreSQL store gives
+// jwks back reformatted, and empty lists back as absent.
+func sameMetadata(a, b *clientdb.Metadata) bool {
+	canonical := func(m *clientdb.Metadata) any {
+		raw, err := json.Marshal(m)
+		if err != nil {
+			return nil
+		}
+		var v any
+		if json.Unmarshal(raw, &v) != nil {
+			return nil
+		}
+		return v
+	}
+	x, y := canonical(a), canonical(b)
+	return x != nil && reflect.DeepEqual(x, y)
+}
+
+// Bounds of the memory of failed document fetches.
+const (
+	cimdFailureTTL  = 30 * time.Second
+	maxCIMDFailures = 4096
+)
+
+// cimdFailures remembers, for a short while, the refusal of each document
+// URL whose fetch failed. It is safe for concurrent use.
+type cimdFailures struct {
+	mu      sync.Mutex
+	entries map[string]cimdFailure
+}
+
+type cimdFailure struct {
+	perr *protoError
+	at   time.Time
+}
+
+// get returns the refusal of a fetch of id that failed less than
+// cimdFailureTTL before now.
+func (f *cimdFailures) get(id string, now time.Time) (*protoError, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.entries[id]
+	if !ok || now.Sub(e.at) >= cimdFailureTTL || now.Before(e.at) {
+		return nil, false
+	}
+	return e.perr, true
+}
+
+// put remembers the refusal of a failed fetch of id at now.
+func (f *cimdFailures) put(id string, perr *protoError, now time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.entries == nil || len(f.entries) >= maxCIMDFailures {
+		f.entries = make(map[string]cimdFailure)
+	}
+	f.entries[id] = cimdFailure{perr: perr, at: now}
 }

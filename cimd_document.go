@@ -317,26 +317,34 @@ func parseCIMDDocument(body []byte,
 	}
 
 	m := &req.Metadata
+	if perr := checkDocumentMetadata(m); perr != nil {
+		return nil, perr
+	}
+	if m.TokenEndpointAuthMethod == "" {
+		m.TokenEndpointAuthMethod = authNone
+	}
+	return m, nil
+}
+
+// checkDocumentMetadata applies the rules of a metadata document that hold
+// for its metadata alone: no shared-secret authentication method, at
+// least one redirect URI, no private key material. They are checked again
+// after the policy modules, which may amend the metadata.
+func checkDocumentMetadata(m *clientdb.Metadata) *protoError {
 	if slices.Contains(secretMethods, m.TokenEndpointAuthMethod) {
-		return nil, documentError("cimd_auth_method",
+		return documentError("cimd_auth_method",
 			"token_endpoint_auth_method %q needs a shared secret, "+
 				"which a metadata document cannot have",
 			m.TokenEndpointAuthMethod)
 	}
 	if len(m.RedirectURIs) == 0 {
-		return nil, documentError("cimd_redirect_uris",
+		return documentError("cimd_redirect_uris",
 			"redirect_uris must list at least one redirect URI")
 	}
 	if m.JWKS != nil {
-		if perr := checkPublicJWKS(m.JWKS); perr != nil {
-			return nil, perr
-		}
+		return checkPublicJWKS(m.JWKS)
 	}
-
-	if m.TokenEndpointAuthMethod == "" {
-		m.TokenEndpointAuthMethod = authNone
-	}
-	return m, nil
+	return nil
 }
 
 // checkPublicJWKS refuses a JWK Set that holds private or symmetric key

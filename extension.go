@@ -96,13 +96,29 @@ func Refuse(code, description string) *PolicyError {
 
 // Types of the events hooks receive.
 const (
-	EventCreated  = "created"
-	EventUpdated  = "updated"
-	EventDeleted  = "deleted"
-	EventExpired  = "expired"
-	EventRotated  = "rotated"
+	// EventCreated: a client registered, or a metadata document client
+	// was first stored.
+	EventCreated = "created"
+
+	// EventUpdated: a client's metadata changed, through RFC 7592 or a
+	// refreshed metadata document.
+	EventUpdated = "updated"
+
+	// EventDeleted: a client was deleted, by itself or an operator.
+	EventDeleted = "deleted"
+
+	// EventExpired: a client unused for expire_unused was deleted.
+	EventExpired = "expired"
+
+	// EventRotated: a client was issued a new secret.
+	EventRotated = "rotated"
+
+	// EventDisabled: an operator disabled a client; treat it as deleted
+	// until it is enabled.
 	EventDisabled = "disabled"
-	EventEnabled  = "enabled"
+
+	// EventEnabled: an operator enabled a disabled client again.
+	EventEnabled = "enabled"
 )
 
 // HookEvent is one change to a client, as hooks receive it once the change
@@ -115,14 +131,16 @@ type HookEvent struct {
 	// Type is what happened: one of the Event constants.
 	Type string `json:"type"`
 
-	// Time is when the change was committed, in Unix seconds.
+	// Time is when the change was made, in Unix seconds; it is durable
+	// from the moment the event exists.
 	Time int64 `json:"time"`
 
 	// ClientID is the client concerned.
 	ClientID string `json:"client_id"`
 
 	// Actor is who made the change: "client" (RFC 7591, RFC 7592),
-	// "operator" (the admin API) or "system" (expiry).
+	// "operator" (the admin API) or "system" (expiry, and metadata
+	// documents the server fetched).
 	Actor string `json:"actor"`
 
 	// Client is the client as committed, in the form of an RFC 7591

@@ -189,17 +189,17 @@ type fetcher struct {
 // policy whether it requires https.
 type requireHTTPSKey struct{}
 
-// sameHostKey is the context key under which a fetch that may only be
-// redirected within its own host tells the redirect policy that host.
-type sameHostKey struct{}
+// noRedirectKey is the context key under which a fetch tells the redirect
+// policy that it follows no redirect at all.
+type noRedirectKey struct{}
 
 // fetchRules are what one fetch requires beyond the fetcher's settings.
 type fetchRules struct {
 	// requireHTTPS requires https of the URL and of every redirect.
 	requireHTTPS bool
 
-	// sameHost refuses a redirect to another host or port.
-	sameHost bool
+	// noRedirect refuses every redirect.
+	noRedirect bool
 
 	// maxSize, when not 0 and below the fetcher's, bounds the body.
 	maxSize int64
@@ -328,6 +328,10 @@ func (f *fetcher) allowed(addr netip.Addr) bool {
 // needs no check here: the connection to it goes through the dialer's
 // Control like any other.
 func checkRedirect(req *http.Request, via []*http.Request) error {
+	if no, _ := req.Context().Value(noRedirectKey{}).(bool); no {
+		return &fetchError{reason: "redirects are not followed",
+			err: fmt.Errorf("redirect to %s", req.URL.Redacted())}
+	}
 	if len(via) > maxFetchRedirects {
 		return &fetchError{reason: "too many redirects",
 			err: fmt.Errorf("redirect %d to %s", len(via),
@@ -340,11 +344,6 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 	}
 	if reason := checkFetchURL(req.URL, requireHTTPS); reason != "" {
 		return &fetchError{reason: "redirect refused: " + reason,
-			err: fmt.Errorf("redirect to %s", req.URL.Redacted())}
-	}
-	if host, ok := req.Context().Value(sameHostKey{}).(string); ok &&
-		!strings.EqualFold(req.URL.Host, host) {
-		return &fetchError{reason: "redirect to another host refused",
 			err: fmt.Errorf("redirect to %s", req.URL.Redacted())}
 	}
 	return nil
@@ -396,8 +395,8 @@ func (f *fetcher) fetch(ctx context.Context, rawURL string,
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, requireHTTPSKey{}, requireHTTPS)
-	if rules.sameHost {
-		ctx = context.WithValue(ctx, sameHostKey{}, u.Host)
+	if rules.noRedirect {
+		ctx = context.WithValue(ctx, noRedirectKey{}, true)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
 		u.String(), nil)

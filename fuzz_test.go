@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -92,53 +91,6 @@ func FuzzDecodeMetadata(f *testing.F) {
 				"first  %#v\njson   %s\nstored %#v", body, m, enc, &stored)
 		}
 	})
-}
-
-// sameMetadata reports whether a and b mean the same. The stored JSON
-// drops the empty lists that have omitempty and always writes grant_types
-// and response_types (the policy fills them before anything is stored), and
-// re-encoding may spell the JWKS differently (HTML characters escaped), so
-// those compare by meaning.
-func sameMetadata(a, b *clientdb.Metadata) bool {
-	norm := func(m *clientdb.Metadata) clientdb.Metadata {
-		c := *m
-		if len(c.RedirectURIs) == 0 {
-			c.RedirectURIs = nil
-		}
-		if len(c.Contacts) == 0 {
-			c.Contacts = nil
-		}
-		if len(c.GrantTypes) == 0 {
-			c.GrantTypes = nil
-		}
-		if len(c.ResponseTypes) == 0 {
-			c.ResponseTypes = nil
-		}
-		c.JWKS = nil
-		return c
-	}
-	if !reflect.DeepEqual(norm(a), norm(b)) {
-		return false
-	}
-	if (a.JWKS == nil) != (b.JWKS == nil) {
-		return false
-	}
-	if a.JWKS == nil {
-		return true
-	}
-	ja, errA := decodeJSONValue(a.JWKS)
-	jb, errB := decodeJSONValue(b.JWKS)
-	return errA == nil && errB == nil && reflect.DeepEqual(ja, jb)
-}
-
-// decodeJSONValue decodes JSON keeping numbers as written, so that no
-// number is out of range or rounded.
-func decodeJSONValue(b []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var v any
-	err := dec.Decode(&v)
-	return v, err
 }
 
 // FuzzRedirectURI checks that checkRedirectURI never panics, refuses with

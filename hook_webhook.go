@@ -19,8 +19,6 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caddy-dcr/caddy-dcr/clientdb"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
@@ -179,11 +177,6 @@ func (w *Webhook) Provision(ctx caddy.Context) error {
 		},
 	}
 
-	u, err := url.Parse(w.url)
-	if err == nil && u.Scheme == "http" && w.IncludeSecret {
-		w.logger.Warn("webhook sends client secrets over plain http",
-			zap.String("url", w.display))
-	}
 	return nil
 }
 
@@ -207,6 +200,11 @@ func (w *Webhook) Validate() error {
 	if u.User != nil {
 		return fmt.Errorf("webhook url %s: must not hold user info",
 			w.display)
+	}
+	if w.IncludeSecret && u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return fmt.Errorf("webhook url %s: include_secret needs https, "+
+			"or http on a loopback host, since the body carries client "+
+			"secrets", w.display)
 	}
 
 	if len(w.secret) == 0 {
@@ -237,18 +235,26 @@ func (w *Webhook) Cleanup() error {
 	return nil
 }
 
-// HookQueue returns "webhook " followed by the URL with its placeholders
-// expanded, so that each endpoint has its own queue and changing the URL
-// starts a new one. A URL with a query, which may hold a credential, or
-// too long for a queue name is replaced by its SHA-256 in hex, since the
-// queue's name is stored and may be logged.
+// HookQueue returns "webhook ", the scheme and host of the URL, and the
+// first 16 hex digits of the SHA-256 of the whole URL with placeholders
+// expanded: each endpoint has its own queue, changing the URL starts a new
+// one, and the name, which is stored and may be logged, never holds a
+// path or a query, where some receivers take a credential.
 func (w *Webhook) HookQueue() string {
-	name := "webhook " + w.url
-	if len(name) <= clientdb.MaxQueueName && !strings.ContainsAny(w.url, "?#") {
-		return name
-	}
 	sum := sha256.Sum256([]byte(w.url))
-	return "webhook sha256:" + hex.EncodeToString(sum[:])
+	host := "(invalid url)"
+	if u, err := url.Parse(w.url); err == nil {
+		host = u.Scheme + "://" + u.Host
+	}
+	return "webhook " + truncateBytes(host, 150) + " " + hex.EncodeToString(sum[:8])
+}
+
+// truncateBytes returns s cut to at most n bytes.
+func truncateBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }
 
 // SecretKey returns nil unless IncludeSecret is set. Otherwise it returns
@@ -447,20 +453,19 @@ func webhookMAC(secret []byte, ts string, body []byte) []byte {
 	return mac.Sum(nil)
 }
 
-// redactURL returns raw without user info, query string and fragment, for
-// messages: a query string may hold a credential. It returns a fixed text
-// when raw does not parse.
+// redactURL returns the scheme and host of raw, and "/…" for a path, for
+// messages: a path or a query string may hold a credential. It returns a
+// fixed text when raw does not parse.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
+	if err != nil || u.Host == "" {
 		return "(invalid url)"
 	}
-	u.User = nil
-	u.RawQuery = ""
-	u.ForceQuery = false
-	u.Fragment = ""
-	u.RawFragment = ""
-	return u.String()
+	out := u.Scheme + "://" + u.Host
+	if u.Path != "" && u.Path != "/" {
+		out += "/…"
+	}
+	return out
 }
 
 // unwrapURLError returns the cause of a *url.Error, which would otherwise

@@ -130,6 +130,11 @@ func (h *Handler) deliverEntry(ctx context.Context, hk *hook, st *queueState,
 	actx, cancel := context.WithTimeout(ctx, hookAttemptMax)
 	err := hk.impl.Deliver(actx, ev)
 	cancel()
+	if err != nil && ctx.Err() != nil {
+		// The handler is stopping: not the receiver's failure, and no
+		// reason for the next handler to wait.
+		return false
+	}
 	if err != nil {
 		st.failures++
 		wait := hookBackoff(st.failures)

@@ -60,6 +60,10 @@ func (s *cimdServer) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	time.Sleep(d.delay)
+	// No Date: the tests move the gateway's clock ahead of this
+	// server's, which would make every document look old.
+	w.Header()["Date"] = nil
+	w.Header().Set("Content-Type", "application/json")
 	for k, v := range d.header {
 		w.Header().Set(k, v)
 	}
@@ -67,7 +71,6 @@ func (s *cimdServer) serve(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, d.location, http.StatusFound)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(cmp(d.status, http.StatusOK))
 	io.WriteString(w, d.body)
 }
@@ -284,9 +287,13 @@ func TestIntegrationCIMDRefusals(t *testing.T) {
 				"kty": "EC", "crv": "P-256", "x": "AQ", "y": "AQ", "d": "AQ"}}}})}),
 			"private"},
 		{"redirect to a private address", pub("/c/private", cimdDoc{
-			location: "https://10.255.255.1/c/valid"}), "redirect"},
+			location: "https://10.255.255.1/c/valid"}), "redirects are not followed"},
 		{"redirect to another host", pub("/c/elsewhere", cimdDoc{location: otherHost}),
-			"another host"},
+			"redirects are not followed"},
+		{"redirect within the host", pub("/c/moved", cimdDoc{location: "/c/valid"}),
+			"redirects are not followed"},
+		{"not JSON", pub("/c/html", cimdDoc{body: cimdDocument(srv.url("/c/html"), nil),
+			header: map[string]string{"Content-Type": "text/html"}}), "Content-Type"},
 		{"slow", pub("/c/slow", cimdDoc{delay: 3 * time.Second}), "could not be fetched"},
 		{"not found", srv.url("/c/missing"), "status 404"},
 		{"policy refuses", pub("/c/implicit", cimdDoc{body: cimdDocument(srv.url("/c/implicit"),
@@ -319,6 +326,12 @@ func TestIntegrationCIMDRefusals(t *testing.T) {
 			}
 			if _, err := f.reader(t).Lookup(tc.id); err == nil {
 				t.Errorf("client %s stored", tc.id)
+			}
+			// The token request came within the failure's memory:
+			// the document was not fetched for it again.
+			if p, ok := strings.CutPrefix(tc.id, srv.URL); ok && srv.fetches(p) > 1 {
+				t.Errorf("a failing document fetched %d times for two requests",
+					srv.fetches(p))
 			}
 		})
 	}
@@ -359,6 +372,17 @@ func TestIntegrationCIMDRefresh(t *testing.T) {
 	if got := name(); got != "Tool v1" {
 		t.Fatalf("name %q, want Tool v1", got)
 	}
+
+	// A refresh that finds the document unchanged changes nothing.
+	clock.advance(11 * time.Minute)
+	name()
+	if got := srv.fetches(path); got != 2 {
+		t.Fatalf("document fetched %d times, want 2 after its max-age", got)
+	}
+	if n := cimdUpdates(t, f, id); n != 0 {
+		t.Errorf("%d update events for an unchanged document", n)
+	}
+
 	version("Tool v2", "max-age=7200") // above cimd_max_ttl
 	clock.advance(5 * time.Minute)
 	if got := name(); got != "Tool v1" {
@@ -370,6 +394,9 @@ func TestIntegrationCIMDRefresh(t *testing.T) {
 	}
 	if got := f.lookup(t, id).Metadata.ClientName; got != "Tool v2" {
 		t.Errorf("stored name %q, want Tool v2", got)
+	}
+	if n := cimdUpdates(t, f, id); n != 1 {
+		t.Errorf("%d update events after the document changed, want 1", n)
 	}
 	fetched := srv.fetches(path)
 
@@ -415,4 +442,24 @@ func TestIntegrationCIMDRefresh(t *testing.T) {
 			t.Errorf("document fetched %d times for 8 concurrent requests, want 1", got)
 		}
 	})
+}
+
+// cimdUpdates returns the number of update events of the client id in the
+// store's audit trail.
+func cimdUpdates(t *testing.T, f *itFront, id string) int {
+	t.Helper()
+	n := 0
+	err := f.reader(t).View(func(tx clientdb.Tx) error {
+		events, err := tx.EventsSince(0, 10000)
+		for _, e := range events {
+			if e.ClientID == id && e.Op == clientdb.OpUpdate {
+				n++
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -262,15 +262,19 @@ type Handler struct {
 	// allowed by fetch allow_networks).
 	CIMDHosts []string `json:"cimd_hosts,omitempty"`
 
-	// CIMDMinTTL and CIMDMaxTTL bound how long a fetched document is
-	// used before it is fetched again; within them the document's HTTP
-	// caching headers decide. Defaults: 5m and 24h.
+	// CIMDMinTTL is the shortest time a fetched metadata document is
+	// used before it is fetched again, whatever its caching headers say
+	// (no-store included). Default: 5m.
 	CIMDMinTTL caddy.Duration `json:"cimd_min_ttl,omitempty"`
+
+	// CIMDMaxTTL is the longest time a fetched metadata document is used
+	// before it is fetched again; between the two bounds its HTTP caching
+	// headers decide. Default: 24h.
 	CIMDMaxTTL caddy.Duration `json:"cimd_max_ttl,omitempty"`
 
 	// CIMDGrace is how long past its refresh time the last good copy of
 	// a document is still used while fetching it again fails. Default:
-	// 1h.
+	// 1h; 0 means the default, so the shortest grace is 1ns.
 	CIMDGrace caddy.Duration `json:"cimd_grace,omitempty"`
 
 	cimd          *cimdResolver
@@ -468,7 +472,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		secretLifetime: time.Duration(h.SecretLifetime),
 		secretOverlap:  time.Duration(h.SecretOverlap),
 	})
-	store.hooks.setHooks(h.hooks)
 	if len(h.hooks) > 0 {
 		// Events may wait from before a restart, and delivering them
 		// must not wait for a request. "caddy validate" cleans the
@@ -757,6 +760,14 @@ var (
 // and audit sweepers, and with enforcement the usage flusher and the expiry of unused
 // clients.
 func (h *Handler) startBackground() {
+	// The admin API's changes reach the hooks of the config that serves
+	// last, not of one that was provisioned and then refused.
+	select {
+	case <-h.stop:
+		return
+	default:
+		h.store.hooks.setHooks(h.hooks)
+	}
 	h.goBackground(h.sweepTombstones)
 	h.goBackground(h.sweepAudit)
 	h.goBackground(h.sweepOutbox)

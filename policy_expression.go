@@ -69,8 +69,9 @@ var expressionCodes = []string{
 //
 //   - localized is a map(string, string) of the language-tagged
 //     variants, such as localized["client_name#ja"];
-//   - operation is "register" or "update";
-//   - client_id is the client being updated, or "" on registration;
+//   - operation is "register", "update" or "metadata_document";
+//   - client_id is the client being updated, the URL of a metadata
+//     document, or "" on registration;
 //   - client_ip is the client's address as Caddy determines it.
 //
 // The strings extension of CEL is available, so that for example
