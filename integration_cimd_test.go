@@ -1,6 +1,7 @@
 package dcr
 
 import (
+	"context"
 	"encoding/json"
 	"encoding/pem"
 	"io"
@@ -15,6 +16,9 @@ import (
 	"time"
 
 	"github.com/caddy-dcr/caddy-dcr/clientdb"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 )
 
 // cimdServer serves client ID metadata documents over TLS on loopback,
@@ -462,4 +466,42 @@ func cimdUpdates(t *testing.T, f *itFront, id string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// amendingAuthPolicy is a policy module of the tests that makes every
+// client authenticate with a shared secret.
+type amendingAuthPolicy struct{}
+
+func init() { caddy.RegisterModule(amendingAuthPolicy{}) }
+
+func (amendingAuthPolicy) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "dcr.policies.test_secret_auth",
+		New: func() caddy.Module { return new(amendingAuthPolicy) }}
+}
+
+func (amendingAuthPolicy) Check(_ context.Context, in *PolicyInput) error {
+	in.Metadata.TokenEndpointAuthMethod = "client_secret_basic"
+	return nil
+}
+
+func (*amendingAuthPolicy) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	return nil
+}
+
+// TestIntegrationCIMDPolicyAmendment checks that the rules of metadata
+// documents hold after the policy modules: a policy that gives a document
+// client a shared-secret method is refused, not stored.
+func TestIntegrationCIMDPolicyAmendment(t *testing.T) {
+	srv := newCIMDServer(t)
+	id := srv.url("/clients/amended.json")
+	srv.publish("/clients/amended.json", cimdDoc{body: cimdDocument(id, nil)})
+	b := newBackend(t)
+	f := startFront(t, b, cimdConfig(srv, "policy test_secret_auth"))
+	r := f.cimdAuthorize(t, id)
+	f.refused(t)
+	itAssertErrorPage(t, r, http.StatusBadRequest, "invalid_request", "shared secret")
+	if _, err := f.reader(t).Lookup(id); err == nil {
+		t.Errorf("client %s stored", id)
+	}
 }

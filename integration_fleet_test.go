@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-dcr/caddy-dcr/clientdb"
 	"github.com/caddy-dcr/caddy-dcr/internal/pgtest"
 )
 
@@ -292,4 +293,50 @@ func fleetProbe(t *testing.T, site storeSite) (int, http.Header, string) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, resp.Header, string(body)
+}
+
+// TestPostgresCIMDTwoInstances sends the first requests of a metadata
+// document client to two instances at once: both fetch and store it, the
+// one that loses the race takes the other's row, and every request
+// passes.
+func TestPostgresCIMDTwoInstances(t *testing.T) {
+	dsn := pgtest.Database(t)
+	dir := t.TempDir()
+	srv := newCIMDServer(t)
+	id := srv.url("/clients/fleet.json")
+	srv.publish("/clients/fleet.json", cimdDoc{body: cimdDocument(id, nil),
+		delay: 200 * time.Millisecond})
+	extra := []string{"cimd on", "fetch {\n\t\t\tallow_networks 127.0.0.1/32\n" +
+		"\t\t\ttrusted_roots " + srv.pem + "\n\t\t}"}
+	a := fleetStart(t, fleetA, dsn, dir, extra...)
+	b := fleetStart(t, fleetB, dsn, dir, extra...)
+
+	var wg sync.WaitGroup
+	statuses := make([]int, 8)
+	for i := range statuses {
+		site := []storeSite{a, b}[i%2]
+		wg.Go(func() {
+			statuses[i], _ = fleetDo(t, site, http.MethodGet,
+				"/authorize?"+cimdParams(id), "", "")
+		})
+	}
+	wg.Wait()
+	for i, s := range statuses {
+		if s != http.StatusOK {
+			t.Errorf("request %d: status %d, want 200 from the backend", i, s)
+		}
+	}
+	if n := srv.fetches("/clients/fleet.json"); n < 1 || n > 2 {
+		t.Errorf("document fetched %d times by two instances, want 1 or 2", n)
+	}
+	r, err := clientdb.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if c, err := r.Lookup(id); err != nil || c.Kind != clientdb.KindMetadataDocument {
+		t.Errorf("stored client %+v, %v", c, err)
+	}
+	storeCheckLog(t, a.log)
+	storeCheckLog(t, b.log)
 }
