@@ -48,8 +48,13 @@ func (h *Handler) deliverHooks(ctx context.Context) {
 		case <-q.wake:
 		case <-timer.C:
 		}
+		backlog := make(map[string]time.Duration)
 		for _, hk := range h.hooks {
 			h.deliverQueue(ctx, hk)
+			backlog[hk.name] = max(backlog[hk.name], h.backlog(hk))
+		}
+		for name, age := range backlog {
+			metrics.hookBacklogAge(name, age)
 		}
 		timer.Reset(hookPoll)
 	}
@@ -101,6 +106,21 @@ func (h *Handler) deliverQueue(ctx context.Context, hk *hook) {
 		h.logger.Error("delivering hook events",
 			zap.String("hook", hk.name), zap.Error(err))
 	}
+}
+
+// backlog returns the age of the oldest event waiting in a hook's queue,
+// or 0 when none waits or the store cannot be read.
+func (h *Handler) backlog(hk *hook) time.Duration {
+	var oldest []clientdb.OutboxEntry
+	err := h.store.View(func(tx clientdb.Tx) error {
+		var err error
+		oldest, err = tx.Pending(hk.queue, 1)
+		return err
+	})
+	if err != nil || len(oldest) == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(oldest[0].Time, 0))
 }
 
 // deliverEntry offers one waiting event to the hook. It reports whether it

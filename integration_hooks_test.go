@@ -202,8 +202,13 @@ func TestIntegrationHooksWebhook(t *testing.T) {
 		t.Fatalf("delete: status %d: %s", r.status, r.body)
 	}
 
-	// The receiver was tried and refused; nothing arrived yet.
+	// The receiver was tried and refused; nothing arrived yet, and the
+	// backlog shows.
 	recv.waitAttempts(2)
+	backlog := `caddy_dcr_hook_backlog_seconds{hook="webhook"}`
+	if age := s.scrapeMetrics(t).value(t, backlog); age <= 0 {
+		t.Errorf("%s = %v while events wait, want more than 0", backlog, age)
+	}
 	recv.up.Store(true)
 	got := recv.wait(6)
 	hookCheck(t, got, []hookWant{
@@ -229,6 +234,9 @@ func TestIntegrationHooksWebhook(t *testing.T) {
 		t.Errorf("%d events delivered in all, want 6", n)
 	}
 	s.checkQueuesEmpty(t)
+	if age := s.scrapeMetrics(t).value(t, backlog); age != 0 {
+		t.Errorf("%s = %v once every event was delivered, want 0", backlog, age)
+	}
 }
 
 // checkQueuesEmpty checks that no hook event waits in the store.

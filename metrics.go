@@ -24,6 +24,7 @@ type dcrMetrics struct {
 	rateLimit     prometheus.Counter
 	dropped       prometheus.Counter
 	hooks         *prometheus.CounterVec
+	hookBacklog   *prometheus.GaugeVec
 	clients       *clientsCollector
 	commitSeconds prometheus.Histogram
 	commitChanges prometheus.Histogram
@@ -102,6 +103,14 @@ func newDCRMetrics() *dcrMetrics {
 				"hook's module name and outcome.",
 		}, []string{"hook", "outcome"}),
 
+		hookBacklog: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns,
+			Subsystem: sub,
+			Name:      "hook_backlog_seconds",
+			Help: "Age of the oldest event waiting for delivery to the " +
+				"hooks of each module name, in seconds; 0 when none waits.",
+		}, []string{"hook"}),
+
 		clients: newClientsCollector(storePaths),
 
 		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -144,6 +153,7 @@ func (m *dcrMetrics) collectors() []prometheus.Collector {
 		m.rateLimit,
 		m.dropped,
 		m.hooks,
+		m.hookBacklog,
 		m.clients,
 		m.commitSeconds,
 		m.commitChanges,
@@ -209,6 +219,12 @@ func (m *dcrMetrics) auditDropped() {
 // modules built in; outcome is "delivered", "failed" or "dropped".
 func (m *dcrMetrics) hookDelivery(hook, outcome string) {
 	m.hooks.WithLabelValues(hook, clamp(outcome, hookOutcomes)).Inc()
+}
+
+// hookBacklogAge records the age of the oldest event waiting for the
+// hooks of one module name.
+func (m *dcrMetrics) hookBacklogAge(hook string, age time.Duration) {
+	m.hookBacklog.WithLabelValues(hook).Set(max(age, 0).Seconds())
 }
 
 // observeCommit records one group commit to a store: the number of changes
