@@ -1,10 +1,16 @@
 package dcr
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/caddy-dcr/caddy-dcr/clientdb"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // benchBody is a typical registration: an MCP client with a loopback and
@@ -66,3 +72,53 @@ func BenchmarkRegisterParallel(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkPolicyReservedNames measures the reserved_names policy on a
+// name that is not reserved, the common case, with three names reserved.
+func BenchmarkPolicyReservedNames(b *testing.B) {
+	p := &PolicyReservedNames{Names: []string{"Acme", "Acme Console", "Example Admin"}}
+	if err := p.Provision(caddy.Context{}); err != nil {
+		b.Fatal(err)
+	}
+	in := &PolicyInput{Operation: OperationRegister,
+		Metadata: &clientdb.Metadata{ClientName: "Claude Code (my-laptop)"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.Check(context.Background(), in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkEnqueueEvent measures what a hook adds to a registration's
+// transaction, the client read again and its event queued, against an
+// in-memory stand-in of a transaction, so that no fsync hides it.
+func BenchmarkEnqueueEvent(b *testing.B) {
+	c := &clientdb.Client{ID: clientdb.NewClientID(time.Now()), IssuedAt: time.Now().Unix(),
+		SecretHash: clientdb.HashSecret("pw")}
+	m, perr := decodeMetadata([]byte(benchBody))
+	if perr != nil {
+		b.Fatal(perr)
+	}
+	c.Metadata = *m
+	tx := &benchTx{client: c}
+	hooks := []*hook{{name: "webhook", queue: "webhook bench", key: make([]byte, 32)}}
+	e := &clientdb.Event{Time: c.IssuedAt, Op: clientdb.OpCreate,
+		Actor: clientdb.ActorClient, ClientID: c.ID}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := enqueueEvent(tx, hooks, e, "secret"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// benchTx is the part of a transaction enqueueEvent uses.
+type benchTx struct {
+	clientdb.Tx
+	client *clientdb.Client
+}
+
+func (t *benchTx) Client(string) (*clientdb.Client, error) { return t.client, nil }
+
+func (t *benchTx) Enqueue(string, []byte, time.Time) (uint64, error) { return 1, nil }

@@ -138,7 +138,7 @@ func (h *Handler) deliverEntry(ctx context.Context, hk *hook, st *queueState,
 	}
 	ev := rec.Event
 	if rec.Sealed != nil && hk.key != nil {
-		plain, err := unseal(hk.key, rec.Sealed, sealData(hk.queue, ev.ID))
+		plain, err := unseal(hk.gcm(), rec.Sealed, sealData(hk.queue, ev.ID))
 		if err != nil {
 			h.logger.Warn("delivering created event without its client secret",
 				zap.String("hook", hk.name), zap.String("event_id", ev.ID),

@@ -4,6 +4,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,7 +30,18 @@ type hook struct {
 	// or is nil when the hook receives no secret.
 	key []byte
 
+	// aead is AES-GCM under key, made once.
+	aeadOnce sync.Once
+	aead     cipher.AEAD
+
 	impl Hook
+}
+
+// gcm returns the AES-GCM cipher of the hook's key, which is safe for
+// concurrent use.
+func (hk *hook) gcm() cipher.AEAD {
+	hk.aeadOnce.Do(func() { hk.aead = newGCM(hk.key) })
+	return hk.aead
 }
 
 // loadHooks turns the loaded modules of the hooks list into hooks, with
@@ -158,16 +170,24 @@ func enqueueEvent(tx clientdb.Tx, hooks []*hook, e *clientdb.Event, secret strin
 		ev.Client = info
 	}
 
+	// The event is encoded once; each hook's record adds only its own
+	// sealed secret (an outboxRecord, written out by hand).
+	evJSON, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encoding %s event of client %s: %w", typ, e.ClientID, err)
+	}
 	now := time.Unix(e.Time, 0)
 	for _, hk := range hooks {
-		rec := outboxRecord{Event: ev}
+		payload := make([]byte, 0, len(evJSON)+128)
+		payload = append(payload, `{"event":`...)
+		payload = append(payload, evJSON...)
 		if secret != "" && typ == EventCreated && hk.key != nil {
-			rec.Sealed = seal(hk.key, []byte(secret), sealData(hk.queue, ev.ID))
+			sealed := seal(hk.gcm(), []byte(secret), sealData(hk.queue, ev.ID))
+			payload = append(payload, `,"sealed_secret":"`...)
+			payload = base64.StdEncoding.AppendEncode(payload, sealed)
+			payload = append(payload, '"')
 		}
-		payload, err := json.Marshal(rec)
-		if err != nil {
-			return fmt.Errorf("encoding %s event of client %s: %w", typ, e.ClientID, err)
-		}
+		payload = append(payload, '}')
 		if _, err := tx.Enqueue(hk.queue, payload, now); err != nil {
 			return fmt.Errorf("queueing %s event of client %s for hook %s: %w",
 				typ, e.ClientID, hk.name, err)
@@ -182,10 +202,9 @@ func sealData(queue, eventID string) []byte {
 	return []byte(queue + "\x00" + eventID)
 }
 
-// seal encrypts plain with AES-256-GCM under key, returning the random
-// nonce followed by the ciphertext.
-func seal(key, plain, data []byte) []byte {
-	aead := newGCM(key)
+// seal encrypts plain with aead, returning the random nonce followed by
+// the ciphertext.
+func seal(aead cipher.AEAD, plain, data []byte) []byte {
 	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plain)+aead.Overhead())
 	rand.Read(nonce) // never fails; it aborts the program instead
 	return aead.Seal(nonce, nonce, plain, data)
@@ -196,8 +215,7 @@ func seal(key, plain, data []byte) []byte {
 var errUnsealed = errors.New("sealed secret does not open with the hook's key")
 
 // unseal reverses seal.
-func unseal(key, sealed, data []byte) ([]byte, error) {
-	aead := newGCM(key)
+func unseal(aead cipher.AEAD, sealed, data []byte) ([]byte, error) {
 	if len(sealed) < aead.NonceSize() {
 		return nil, errUnsealed
 	}

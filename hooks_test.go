@@ -18,14 +18,15 @@ import (
 func TestSealRoundTrip(t *testing.T) {
 	key := bytes.Repeat([]byte{7}, 32)
 	data := sealData("webhook https://x", "evt_1")
-	sealed := seal(key, []byte("s3cret"), data)
+	aead := newGCM(key)
+	sealed := seal(aead, []byte("s3cret"), data)
 	if bytes.Contains(sealed, []byte("s3cret")) {
 		t.Fatal("sealed secret holds the plaintext")
 	}
-	if again := seal(key, []byte("s3cret"), data); bytes.Equal(again, sealed) {
+	if again := seal(aead, []byte("s3cret"), data); bytes.Equal(again, sealed) {
 		t.Error("two seals of one secret are equal: the nonce is not random")
 	}
-	plain, err := unseal(key, sealed, data)
+	plain, err := unseal(aead, sealed, data)
 	if err != nil || string(plain) != "s3cret" {
 		t.Fatalf("unseal: %q, %v", plain, err)
 	}
@@ -44,7 +45,7 @@ func TestSealRoundTrip(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := unseal(tc.key, tc.sealed, tc.data); !errors.Is(err, errUnsealed) {
+			if _, err := unseal(newGCM(tc.key), tc.sealed, tc.data); !errors.Is(err, errUnsealed) {
 				t.Errorf("unseal: %v, want errUnsealed", err)
 			}
 		})
@@ -188,7 +189,7 @@ func TestEnqueueEvent(t *testing.T) {
 	}
 	var rec outboxRecord
 	json.Unmarshal(qa[0].Payload, &rec)
-	plain, err := unseal(key, rec.Sealed, sealData("qa", rec.Event.ID))
+	plain, err := unseal(newGCM(key), rec.Sealed, sealData("qa", rec.Event.ID))
 	if err != nil || string(plain) != "pw" {
 		t.Errorf("unsealed %q, %v", plain, err)
 	}
