@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log"
 	"net/http"
@@ -503,5 +504,37 @@ func TestIntegrationCIMDPolicyAmendment(t *testing.T) {
 	itAssertErrorPage(t, r, http.StatusBadRequest, "invalid_request", "shared secret")
 	if _, err := f.reader(t).Lookup(id); err == nil {
 		t.Errorf("client %s stored", id)
+	}
+}
+
+// TestIntegrationCIMDExpiry lets a metadata document client go unused for
+// expire_unused: it is removed without a tombstone, and its next request
+// fetches the document again and passes, where a registered client would
+// be told to register again.
+func TestIntegrationCIMDExpiry(t *testing.T) {
+	clock := itUseClock(t)
+	srv := newCIMDServer(t)
+	path := "/clients/idle.json"
+	id := srv.url(path)
+	srv.publish(path, cimdDoc{body: cimdDocument(id, nil)})
+	b := newBackend(t)
+	cfg := cimdConfig(srv, "expire_unused 1h")
+	f := startFront(t, b, cfg)
+	f.passed(t, f.cimdAuthorize(t, id))
+
+	clock.advance(2 * time.Hour)
+	f.reload(t, cfg)
+	f.request(t, http.MethodGet, "/api", nil)
+	b.take()
+	_, err := itPollClient(t, f.reader(t), id, 20*time.Second,
+		func(_ *clientdb.Client, err error) bool {
+			return errors.Is(err, clientdb.ErrNotFound)
+		})
+	if !errors.Is(err, clientdb.ErrNotFound) {
+		t.Fatalf("unused document client: %v, want it forgotten (ErrNotFound)", err)
+	}
+	f.passed(t, f.cimdAuthorize(t, id))
+	if got := srv.fetches(path); got != 2 {
+		t.Errorf("document fetched %d times, want 2: once more after expiry", got)
 	}
 }

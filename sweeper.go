@@ -144,14 +144,6 @@ func (h *Handler) expireBatches(ctx context.Context, idle time.Duration) {
 				// One at a time, to know which were still unused.
 				expired = expired[:0]
 				for _, id := range ids {
-					if looksLikeCIMD(id) {
-						// TODO: expire unused metadata document
-						// clients too. Expiry leaves a tombstone,
-						// which would refuse the URL for
-						// tombstone_ttl instead of fetching it again;
-						// that needs a delete without one.
-						continue
-					}
 					n, err := tx.ExpireUnused([]string{id}, cutoff, now)
 					if err != nil {
 						return err

@@ -34,6 +34,7 @@ func TestContract(t *testing.T) {
 		{"sweep tombstones", ctSweepTombstones},
 		{"unused paging", ctUnusedPaging},
 		{"expire unused", ctExpireUnused},
+		{"forget", ctForget},
 		{"audit events", ctEvents},
 		{"initial token uses", ctTokenUses},
 		{"initial token refusals", ctTokenRefusals},
@@ -1806,4 +1807,55 @@ func ctUnstorable(t *testing.T, s Store, r *Reader) {
 	if all, _ := r.InitialTokens(); len(all) != 0 {
 		t.Errorf("%d tokens stored", len(all))
 	}
+}
+
+// ctForget removes a metadata document client without a tombstone: its ID
+// is unknown at once, may be stored again, and expiry forgets such a
+// client rather than leaving a tombstone.
+func ctForget(t *testing.T, s Store, r *Reader) {
+	doc := ctClient("https://app.example/client.json")
+	doc.Kind = KindMetadataDocument
+	ctCreate(t, s, doc, ctClient("kept"))
+
+	ctUpdate(t, s, func(tx Tx) error { return tx.Forget(doc.ID) })
+	if _, err := r.Lookup(doc.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Lookup after Forget: %v, want ErrNotFound", err)
+	}
+	if _, err := r.Tombstone(doc.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Tombstone after Forget: %v, want none", err)
+	}
+	if n := ctCount(t, r); n != 1 {
+		t.Errorf("Count after Forget = %d, want 1", n)
+	}
+	var err error
+	ctUpdate(t, s, func(tx Tx) error {
+		err = tx.Forget(doc.ID)
+		return nil
+	})
+	if !errors.Is(err, ErrNotFound) {
+		t.Errorf("Forget of a forgotten client: %v, want ErrNotFound", err)
+	}
+
+	// Stored again, then expired unused: forgotten, not tombstoned.
+	ctCreate(t, s, doc)
+	var n int
+	ctUpdate(t, s, func(tx Tx) error {
+		var err error
+		n, err = tx.ExpireUnused([]string{doc.ID}, ctAt(1000), ctAt(1000))
+		return err
+	})
+	if n != 1 {
+		t.Fatalf("ExpireUnused expired %d clients, want 1", n)
+	}
+	if _, err := r.Tombstone(doc.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Tombstone of an expired document client: %v, want none", err)
+	}
+	ctCreate(t, s, doc)
+
+	ctView(t, r, func(tx Tx) error {
+		if err := tx.Forget("kept"); err == nil {
+			t.Error("Forget in a read-only transaction succeeded")
+		}
+		return nil
+	})
 }

@@ -314,6 +314,21 @@ func (t *pgTx) Delete(id, reason string, now time.Time) error {
 	return nil
 }
 
+// Forget implements [Tx.Forget].
+func (t *pgTx) Forget(id string) error {
+	if !t.writable {
+		return errPgReadOnly
+	}
+	if _, err := t.Client(id); err != nil {
+		return err
+	}
+	_, err := t.q.Exec(t.ctx, "DELETE FROM dcr_clients WHERE client_id = $1", id)
+	if err != nil {
+		return t.fail(fmt.Sprintf("forgetting client %q", id), err)
+	}
+	return nil
+}
+
 // Disable implements [Tx.Disable].
 func (t *pgTx) Disable(id string, now time.Time) (*Client, error) {
 	return setDisabled(t, id, now.Unix())

@@ -98,6 +98,21 @@ func (t *boltTx) Delete(id, reason string, now time.Time) error {
 	return t.adjustLive(-1)
 }
 
+// Forget implements [Tx.Forget].
+func (t *boltTx) Forget(id string) error {
+	clients := t.clients()
+	if clients == nil || !t.tx.Writable() {
+		return errReadOnly
+	}
+	if _, err := t.Client(id); err != nil {
+		return err
+	}
+	if err := clients.Delete([]byte(id)); err != nil {
+		return fmt.Errorf("forgetting client %q: %w", id, err)
+	}
+	return t.adjustLive(-1)
+}
+
 // SweepTombstones implements [Tx.SweepTombstones].
 func (t *boltTx) SweepTombstones(cutoff time.Time, limit int) (int, error) {
 	if t.tx == nil || !t.tx.Writable() {
@@ -209,7 +224,14 @@ func expireUnused(t Tx, ids []string, cutoff, now time.Time) (int, error) {
 		if !c.unusedSince(cutoff) {
 			continue
 		}
-		if err := t.Delete(id, ReasonExpired, now); err != nil {
+		// A metadata document client leaves no tombstone, which would
+		// refuse its URL: its next use fetches the document again.
+		if c.Kind == KindMetadataDocument {
+			err = t.Forget(id)
+		} else {
+			err = t.Delete(id, ReasonExpired, now)
+		}
+		if err != nil {
 			return n, err
 		}
 		err = t.AppendEvent(&Event{Time: now.Unix(), Op: OpExpire,

@@ -47,6 +47,15 @@ type Tx interface {
 	// live client with that ID.
 	Delete(id, reason string, now time.Time) error
 
+	// Forget removes a live client without leaving a tombstone, so that
+	// its ID is unknown at once and may be stored again. It is meant for
+	// clients of kind [KindMetadataDocument], whose ID is the URL of their
+	// document and is not issued by the server; a registered client is
+	// deleted with Delete. It returns [ErrNotFound] or [ErrDeleted] when
+	// there is no live client with that ID, and fails on a read-only
+	// transaction.
+	Forget(id string) error
+
 	// Tombstone returns the tombstone of a deleted client, or [ErrNotFound].
 	Tombstone(id string) (*Tombstone, error)
 
@@ -77,7 +86,9 @@ type Tx interface {
 
 	// ExpireUnused deletes, leaving tombstones with [ReasonExpired] and an
 	// [OpExpire] audit event each, those of the given clients that are still
-	// unused since cutoff, and returns how many it deleted.
+	// unused since cutoff, and returns how many it deleted. Clients of kind
+	// [KindMetadataDocument] are removed with [Tx.Forget] instead, leaving
+	// no tombstone, so that their next use fetches the document again.
 	ExpireUnused(ids []string, cutoff, now time.Time) (int, error)
 
 	// AppendEvent records e with the next sequence number, which it sets, in
