@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -59,7 +58,7 @@ type cimdResolver struct {
 
 	// failures holds recent refusals, so that a failing URL is not
 	// fetched for every request.
-	failures cimdFailures
+	failures *ttlCache[*protoError]
 }
 
 // cimdEnabled reports whether client IDs may be metadata document URLs.
@@ -325,37 +324,3 @@ const (
 	cimdFailureTTL  = 30 * time.Second
 	maxCIMDFailures = 4096
 )
-
-// cimdFailures remembers, for a short while, the refusal of each document
-// URL whose fetch failed. It is safe for concurrent use.
-type cimdFailures struct {
-	mu      sync.Mutex
-	entries map[string]cimdFailure
-}
-
-type cimdFailure struct {
-	perr *protoError
-	at   time.Time
-}
-
-// get returns the refusal of a fetch of id that failed less than
-// cimdFailureTTL before now.
-func (f *cimdFailures) get(id string, now time.Time) (*protoError, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	e, ok := f.entries[id]
-	if !ok || now.Sub(e.at) >= cimdFailureTTL || now.Before(e.at) {
-		return nil, false
-	}
-	return e.perr, true
-}
-
-// put remembers the refusal of a failed fetch of id at now.
-func (f *cimdFailures) put(id string, perr *protoError, now time.Time) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.entries == nil || len(f.entries) >= maxCIMDFailures {
-		f.entries = make(map[string]cimdFailure)
-	}
-	f.entries[id] = cimdFailure{perr: perr, at: now}
-}

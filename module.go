@@ -429,6 +429,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			minTTL: orDefault(time.Duration(h.CIMDMinTTL), defaultCIMDMinTTL),
 			maxTTL: orDefault(time.Duration(h.CIMDMaxTTL), defaultCIMDMaxTTL),
 			grace:  orDefault(time.Duration(h.CIMDGrace), defaultCIMDGrace),
+			failures: newTTLCache[*protoError](cimdFailureTTL,
+				maxCIMDFailures),
 		}
 	}
 

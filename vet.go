@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/caddy-dcr/caddy-dcr/clientdb"
@@ -94,48 +93,12 @@ const (
 	maxSectorEntries = 1024
 )
 
-// sectorCache keeps fetched sector identifier documents for a few
-// minutes, so that a client registering and updating in quick succession,
-// or many clients of one sector, cause one fetch. A nil cache keeps
-// nothing. It is safe for concurrent use.
-type sectorCache struct {
-	mu      sync.Mutex
-	entries map[string]sectorEntry
-}
-
-type sectorEntry struct {
-	listed    []string
-	fetchedAt time.Time
-}
+// sectorCache keeps fetched sector identifier documents, the redirect
+// URIs each lists, for sectorTTL, so that a client registering and
+// updating in quick succession, or many clients of one sector, cause one
+// fetch. A nil cache keeps nothing.
+type sectorCache = ttlCache[[]string]
 
 func newSectorCache() *sectorCache {
-	return &sectorCache{entries: make(map[string]sectorEntry)}
-}
-
-// get returns the URIs listed at url if they were fetched less than
-// sectorTTL before now.
-func (c *sectorCache) get(url string, now time.Time) ([]string, bool) {
-	if c == nil {
-		return nil, false
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[url]
-	if !ok || now.Sub(e.fetchedAt) >= sectorTTL {
-		return nil, false
-	}
-	return e.listed, true
-}
-
-// put keeps the URIs listed at url, fetched at now.
-func (c *sectorCache) put(url string, listed []string, now time.Time) {
-	if c == nil {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.entries) >= maxSectorEntries {
-		clear(c.entries)
-	}
-	c.entries[url] = sectorEntry{listed: listed, fetchedAt: now}
+	return newTTLCache[[]string](sectorTTL, maxSectorEntries)
 }
