@@ -147,7 +147,11 @@ func (c *cimdResolver) resolve(h *Handler, r *http.Request, id string) (*clientd
 		if !errors.As(err, &perr) {
 			return nil, err
 		}
-		c.failures.put(id, perr, now)
+		if perr.Status < 500 {
+			// A refusal of the document, not an outage of the
+			// store, which must not outlast itself.
+			c.failures.put(id, perr, now)
+		}
 	}
 	if stored != nil && now.Before(graceEnd) {
 		if !failed {
