@@ -248,6 +248,14 @@ func operatorEvent(op string, now time.Time, clientID, tokenID string) *clientdb
 	}
 }
 
+// recordOperator records an operator's change to client id in tx: its
+// audit event, and the event of the hooks of the config serving last; c is
+// the client as the change left it, nil for a delete.
+func (s *adminStore) recordOperator(tx clientdb.Tx, op string, now time.Time,
+	id string, c *clientdb.Client) error {
+	return recordEvent(tx, s.hooks.current(), operatorEvent(op, now, id, ""), c, "")
+}
+
 // Outcomes of an operator's change, as logged.
 const (
 	outcomeOK        = "ok"

@@ -211,7 +211,7 @@ func (a *AdminAPI) deleteClient(w http.ResponseWriter, r *http.Request,
 		if ts, err = tx.Tombstone(id); err != nil {
 			return err
 		}
-		return recordEvent(tx, s.hooks.current(), operatorEvent(clientdb.OpDelete, now, id, ""), "")
+		return s.recordOperator(tx, clientdb.OpDelete, now, id, nil)
 	})
 	a.logChange(s, clientdb.OpDelete, zap.String("client_id", id), err, true)
 	if err != nil {
@@ -265,7 +265,7 @@ func (a *AdminAPI) setDisabled(w http.ResponseWriter, r *http.Request,
 		if err != nil {
 			return err
 		}
-		return recordEvent(tx, s.hooks.current(), operatorEvent(op, now, id, ""), "")
+		return s.recordOperator(tx, op, now, id, c)
 	})
 	a.logChange(s, op, zap.String("client_id", id), err, changed)
 	if err != nil {
@@ -308,7 +308,7 @@ func (a *AdminAPI) rotateSecret(w http.ResponseWriter, r *http.Request,
 		if err := tx.Put(c); err != nil {
 			return err
 		}
-		return recordEvent(tx, s.hooks.current(), operatorEvent(clientdb.OpRotateSecret, now, id, ""), "")
+		return s.recordOperator(tx, clientdb.OpRotateSecret, now, id, c)
 	})
 	a.logChange(s, clientdb.OpRotateSecret, zap.String("client_id", id), err, true)
 	if errors.Is(err, errNoSecret) {

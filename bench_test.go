@@ -107,7 +107,7 @@ func BenchmarkEnqueueEvent(b *testing.B) {
 		Actor: clientdb.ActorClient, ClientID: c.ID}
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := enqueueEvent(tx, hooks, e, "secret"); err != nil {
+		if err := enqueueEvent(tx, hooks, e, nil, "secret"); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -91,7 +91,7 @@ func cimdRefusal(id, reason string, cause error) *protoError {
 
 // resolve returns the client of the metadata document at id.
 func (c *cimdResolver) resolve(h *Handler, r *http.Request, id string) (*clientdb.Client, error) {
-	if len(id) > maxCIMDLength || !printableASCII(id) {
+	if !plausibleCIMDID(id) {
 		return nil, cimdRefusal(id, "the client_id URL is too long or not "+
 			"printable ASCII", nil)
 	}
@@ -248,7 +248,8 @@ func (c *cimdResolver) refresh(ctx context.Context, h *Handler, r *http.Request,
 				return err
 			}
 			return recordEvent(tx, h.hooks, &clientdb.Event{Time: now.Unix(),
-				Op: clientdb.OpCreate, Actor: clientdb.ActorSystem, ClientID: id}, "")
+				Op: clientdb.OpCreate, Actor: clientdb.ActorSystem, ClientID: id},
+				&next, "")
 		case err != nil:
 			return err
 		}
@@ -264,7 +265,8 @@ func (c *cimdResolver) refresh(ctx context.Context, h *Handler, r *http.Request,
 			return err
 		}
 		return recordEvent(tx, h.hooks, &clientdb.Event{Time: now.Unix(),
-			Op: clientdb.OpUpdate, Actor: clientdb.ActorSystem, ClientID: id}, "")
+			Op: clientdb.OpUpdate, Actor: clientdb.ActorSystem, ClientID: id},
+			&next, "")
 	}
 	wctx, cancel := context.WithTimeout(ctx, storeWait)
 	defer cancel()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -50,8 +51,8 @@ func (h *Handler) deliverHooks(ctx context.Context) {
 		}
 		backlog := make(map[string]time.Duration)
 		for _, hk := range h.hooks {
-			h.deliverQueue(ctx, hk)
-			backlog[hk.name] = max(backlog[hk.name], h.backlog(hk))
+			age := h.deliverQueue(ctx, hk)
+			backlog[hk.name] = max(backlog[hk.name], age)
 		}
 		for name, age := range backlog {
 			metrics.hookBacklogAge(name, age)
@@ -64,18 +65,21 @@ func (h *Handler) deliverHooks(ctx context.Context) {
 // events in order, removing each from the queue once the hook took it,
 // until the queue is empty or an attempt fails. A pass runs on one
 // handler of this process at a time and, on a PostgreSQL store, on one
-// process of the fleet.
-func (h *Handler) deliverQueue(ctx context.Context, hk *hook) {
+// process of the fleet. It returns the age of the oldest event left
+// waiting, 0 when none is.
+func (h *Handler) deliverQueue(ctx context.Context, hk *hook) time.Duration {
 	st := h.store.hooks.state(hk.queue)
 	if !st.pass.TryLock() {
-		return
+		return h.backlog(hk)
 	}
 	defer st.pass.Unlock()
 	if time.Now().Before(st.retryAt) {
-		return
+		return h.backlog(hk)
 	}
 
-	_, err := h.store.Lead(ctx, "hook "+hk.queue, func(ctx context.Context) error {
+	// The pass reads the queue anyway; what it leaves is the backlog.
+	left := time.Duration(-1)
+	ran, err := h.store.Lead(ctx, "hook "+hk.queue, func(ctx context.Context) error {
 		for ctx.Err() == nil {
 			var pending []clientdb.OutboxEntry
 			err := h.store.View(func(tx clientdb.Tx) error {
@@ -83,8 +87,12 @@ func (h *Handler) deliverQueue(ctx context.Context, hk *hook) {
 				pending, err = tx.Pending(hk.queue, hookBatch)
 				return err
 			})
-			if err != nil || len(pending) == 0 {
+			if err != nil {
 				return err
+			}
+			if len(pending) == 0 {
+				left = 0
+				return nil
 			}
 			// Delivered events leave the queue together, in one
 			// commit after the batch, rather than one commit each.
@@ -92,6 +100,7 @@ func (h *Handler) deliverQueue(ctx context.Context, hk *hook) {
 			more := true
 			for _, e := range pending {
 				if more = h.deliverEntry(ctx, hk, st, e); !more {
+					left = time.Since(time.Unix(e.Time, 0))
 					break
 				}
 				done = append(done, e.Seq)
@@ -106,6 +115,11 @@ func (h *Handler) deliverQueue(ctx context.Context, hk *hook) {
 		h.logger.Error("delivering hook events",
 			zap.String("hook", hk.name), zap.Error(err))
 	}
+	if !ran || left < 0 {
+		// Another process delivered, or the pass stopped early.
+		return h.backlog(hk)
+	}
+	return left
 }
 
 // backlog returns the age of the oldest event waiting in a hook's queue,
@@ -212,4 +226,69 @@ func hookBackoff(failures int) time.Duration {
 		wait = min(hookBackoffMin<<(failures-1), hookBackoffMax)
 	}
 	return wait - rand.N(wait/5+1)
+}
+
+// hookQueues is the delivery state of the hook queues of one store, kept
+// with the store so that it outlives a config reload: a pass over a queue
+// runs on one handler at a time, and a failing receiver keeps its
+// back-off when a new config takes over.
+type hookQueues struct {
+	mu     sync.Mutex
+	queues map[string]*queueState
+
+	// wake is signalled after a commit that may have queued events.
+	wake chan struct{}
+
+	// hooks are the hooks of the handler that last provisioned with
+	// the store, for changes that come through no handler, such as
+	// the admin API's.
+	hooks []*hook
+}
+
+// queueState is the delivery state of one queue.
+type queueState struct {
+	// pass is held by whoever delivers from the queue.
+	pass sync.Mutex
+
+	// failures counts the failed attempts since the last delivery;
+	// retryAt is when the next attempt may be made.
+	failures int
+	retryAt  time.Time
+}
+
+// state returns the delivery state of the named queue.
+func (q *hookQueues) state(queue string) *queueState {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.queues == nil {
+		q.queues = make(map[string]*queueState)
+	}
+	st := q.queues[queue]
+	if st == nil {
+		st = new(queueState)
+		q.queues[queue] = st
+	}
+	return st
+}
+
+// setHooks records the hooks of the handler provisioned last.
+func (q *hookQueues) setHooks(hooks []*hook) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.hooks = hooks
+}
+
+// current returns the hooks of the handler provisioned last.
+func (q *hookQueues) current() []*hook {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.hooks
+}
+
+// signal wakes a waiting dispatcher, if any, without blocking.
+func (q *hookQueues) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
 }

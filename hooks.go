@@ -135,18 +135,22 @@ func (c hookClient) MarshalJSON() ([]byte, error) {
 
 // recordEvent appends e to the audit trail and, for a change hooks hear
 // of, puts it in every hook's queue, all in tx, so that the event is
-// durable exactly when the change is. secret is the plaintext secret of a
-// created client, for hooks that receive it, or "".
-func recordEvent(tx clientdb.Tx, hooks []*hook, e *clientdb.Event, secret string) error {
+// durable exactly when the change is. c is the client as the change left
+// it, when the caller has it at hand, or nil to read it from tx. secret is
+// the plaintext secret of a created client, for hooks that receive it, or
+// "".
+func recordEvent(tx clientdb.Tx, hooks []*hook, e *clientdb.Event,
+	c *clientdb.Client, secret string) error {
 	if err := tx.AppendEvent(e); err != nil {
 		return err
 	}
-	return enqueueEvent(tx, hooks, e, secret)
+	return enqueueEvent(tx, hooks, e, c, secret)
 }
 
 // enqueueEvent puts the hook event of e, an audit event already appended
-// in tx, in every hook's queue.
-func enqueueEvent(tx clientdb.Tx, hooks []*hook, e *clientdb.Event, secret string) error {
+// in tx, in every hook's queue; c and secret are as for recordEvent.
+func enqueueEvent(tx clientdb.Tx, hooks []*hook, e *clientdb.Event,
+	c *clientdb.Client, secret string) error {
 	typ := hookEventType(e.Op)
 	if typ == "" || len(hooks) == 0 {
 		return nil
@@ -159,9 +163,12 @@ func enqueueEvent(tx clientdb.Tx, hooks []*hook, e *clientdb.Event, secret strin
 		Actor:    e.Actor,
 	}
 	if typ != EventDeleted && typ != EventExpired {
-		c, err := tx.Client(e.ClientID)
-		if err != nil {
-			return fmt.Errorf("reading client %s for its %s event: %w", e.ClientID, typ, err)
+		if c == nil {
+			var err error
+			if c, err = tx.Client(e.ClientID); err != nil {
+				return fmt.Errorf("reading client %s for its %s event: %w",
+					e.ClientID, typ, err)
+			}
 		}
 		info, err := json.Marshal(hookClient{clientInformation(c), c.DisabledAt})
 		if err != nil {
@@ -238,69 +245,4 @@ func newGCM(key []byte) cipher.AEAD {
 		panic("dcr: hook key: " + err.Error())
 	}
 	return aead
-}
-
-// hookQueues is the delivery state of the hook queues of one store, kept
-// with the store so that it outlives a config reload: a pass over a queue
-// runs on one handler at a time, and a failing receiver keeps its
-// back-off when a new config takes over.
-type hookQueues struct {
-	mu     sync.Mutex
-	queues map[string]*queueState
-
-	// wake is signalled after a commit that may have queued events.
-	wake chan struct{}
-
-	// hooks are the hooks of the handler that last provisioned with
-	// the store, for changes that come through no handler, such as
-	// the admin API's.
-	hooks []*hook
-}
-
-// queueState is the delivery state of one queue.
-type queueState struct {
-	// pass is held by whoever delivers from the queue.
-	pass sync.Mutex
-
-	// failures counts the failed attempts since the last delivery;
-	// retryAt is when the next attempt may be made.
-	failures int
-	retryAt  time.Time
-}
-
-// state returns the delivery state of the named queue.
-func (q *hookQueues) state(queue string) *queueState {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.queues == nil {
-		q.queues = make(map[string]*queueState)
-	}
-	st := q.queues[queue]
-	if st == nil {
-		st = new(queueState)
-		q.queues[queue] = st
-	}
-	return st
-}
-
-// setHooks records the hooks of the handler provisioned last.
-func (q *hookQueues) setHooks(hooks []*hook) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.hooks = hooks
-}
-
-// current returns the hooks of the handler provisioned last.
-func (q *hookQueues) current() []*hook {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.hooks
-}
-
-// signal wakes a waiting dispatcher, if any, without blocking.
-func (q *hookQueues) signal() {
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
 }

@@ -146,7 +146,7 @@ func TestEnqueueEvent(t *testing.T) {
 		for _, op := range []string{clientdb.OpCreate, clientdb.OpRead, clientdb.OpTokenCreate} {
 			e := &clientdb.Event{Time: c.IssuedAt, Op: op, Actor: clientdb.ActorClient,
 				ClientID: c.ID}
-			if err := recordEvent(tx, hooks, e, "pw"); err != nil {
+			if err := recordEvent(tx, hooks, e, nil, "pw"); err != nil {
 				return err
 			}
 		}

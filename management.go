@@ -165,7 +165,7 @@ func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string
 		}
 		ev := &clientdb.Event{Time: now.Unix(), Op: clientdb.OpUpdate,
 			Actor: clientdb.ActorClient, ClientID: id, ClientIP: clientIP(r)}
-		if err := recordEvent(tx, h.hooks, ev, ""); err != nil {
+		if err := recordEvent(tx, h.hooks, ev, next, ""); err != nil {
 			return err
 		}
 		if secret == "" {
@@ -173,7 +173,7 @@ func (h *Handler) updateClient(w http.ResponseWriter, r *http.Request, id string
 		}
 		rot := *ev
 		rot.Op = clientdb.OpRotateSecret
-		return recordEvent(tx, h.hooks, &rot, "")
+		return recordEvent(tx, h.hooks, &rot, next, "")
 	})
 	if err != nil {
 		h.manageFailed(w, r, "update", id, err)
@@ -329,7 +329,7 @@ func (h *Handler) deleteClient(w http.ResponseWriter, r *http.Request, id string
 		}
 		return recordEvent(tx, h.hooks, &clientdb.Event{Time: now.Unix(),
 			Op: clientdb.OpDelete, Actor: clientdb.ActorClient, ClientID: id,
-			ClientIP: clientIP(r)}, "")
+			ClientIP: clientIP(r)}, nil, "")
 	})
 	if err != nil {
 		h.manageFailed(w, r, "delete", id, err)

@@ -158,7 +158,7 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request) error {
 			ClientID: c.ID,
 			TokenID:  c.InitialTokenID,
 			ClientIP: clientIP(r),
-		}, secret)
+		}, c, secret)
 	})
 	if errors.Is(err, clientdb.ErrTokenInvalid) {
 		h.refuseToken(w, r, errInitialToken())

@@ -356,8 +356,13 @@ func plausibleClientID(id string) bool {
 // client ID metadata document, for operations that read the store itself
 // rather than the cache, such as the admin API's.
 func plausibleStoredID(id string) bool {
-	return plausibleClientID(id) ||
-		(len(id) <= maxCIMDLength && printableASCII(id) && looksLikeCIMD(id))
+	return plausibleClientID(id) || plausibleCIMDID(id)
+}
+
+// plausibleCIMDID reports whether id could be the URL of a client ID
+// metadata document: printable ASCII, not too long, and https.
+func plausibleCIMDID(id string) bool {
+	return len(id) <= maxCIMDLength && printableASCII(id) && looksLikeCIMD(id)
 }
 
 // Interface guards

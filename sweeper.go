@@ -155,7 +155,7 @@ func (h *Handler) expireBatches(ctx context.Context, idle time.Duration) {
 					// ExpireUnused appended the audit event.
 					ev := &clientdb.Event{Time: now.Unix(), Op: clientdb.OpExpire,
 						Actor: clientdb.ActorSystem, ClientID: id}
-					if err := enqueueEvent(tx, h.hooks, ev, ""); err != nil {
+					if err := enqueueEvent(tx, h.hooks, ev, nil, ""); err != nil {
 						return err
 					}
 				}
